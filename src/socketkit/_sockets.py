@@ -1,0 +1,285 @@
+"""The seam where sockets are made: create, set options, bind, listen, connect.
+
+Both I/O flavours (``sync`` and ``aio``) and every program get their sockets
+here, so that address reuse, dual-stack listening, stale Unix socket files and
+error translation are decided once. Sockets are returned in blocking mode;
+the asyncio layer switches them to non-blocking itself.
+
+Platform evidence:
+- SO_REUSEADDR on POSIX lets a restarted server bind while old connections
+  sit in TIME_WAIT. On Windows it means "steal a port in use", so there we
+  set SO_EXCLUSIVEADDRUSE instead (the documented Winsock way to be safe;
+  TIME_WAIT does not block a rebind there).
+- Dual stack: an AF_INET6 socket with IPV6_V6ONLY off accepts IPv4 clients as
+  IPv4-mapped addresses. ``socket.has_dualstack_ipv6()`` tells whether the OS
+  allows it (not on old Windows, not on kernels without IPv6).
+- A Unix socket file outlives its server. Before binding, a path that is a
+  socket nobody answers on (ECONNREFUSED) is removed; a live one is "in use".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+import sys
+
+from .address import (
+    Endpoint,
+    InetEndpoint,
+    ResolvedAddress,
+    UnixEndpoint,
+    format_sockaddr,
+    require_unix_sockets,
+    resolve,
+)
+from .errors import ConnectError, ListenError, SocketkitError, UnsupportedError, translate_os_error
+
+__all__ = [
+    "bind_socket",
+    "connect_socket",
+    "listen_backlog",
+    "local_name",
+    "peer_name",
+]
+
+_WINDOWS = sys.platform == "win32"
+
+
+def listen_backlog(requested: int | None) -> int:
+    """The backlog to pass to listen(): the request, or the system maximum.
+
+    A large default lets a burst of simultaneous connects wait in the kernel
+    instead of losing SYNs; the kernel caps it at net.core.somaxconn anyway.
+    """
+    if requested is not None:
+        return max(0, requested)
+    return max(128, socket.SOMAXCONN)
+
+
+def _set_reuse(sock: socket.socket, reuse_port: bool) -> None:
+    if _WINDOWS:
+        opt = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+        if opt is not None:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        opt = getattr(socket, "SO_REUSEPORT", None)
+        if opt is None:
+            raise UnsupportedError(f"SO_REUSEPORT is not available on {sys.platform}")
+        sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    if path.startswith("@"):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ListenError(f"cannot use unix:{path}: {exc.strerror}", errno=exc.errno) from exc
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(f"cannot bind unix:{path}: a file that is not a socket is there")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno in (errno.EPROTOTYPE,):  # a datagram socket file: alive or stale,
+            with contextlib.suppress(OSError):  # we cannot tell; a bind will say
+                os.unlink(path)
+    else:
+        raise ListenError(f"address already in use: unix:{path} (a server is listening there)")
+    finally:
+        probe.close()
+
+
+def _bind_addresses(
+    endpoint: InetEndpoint, family: int, type: int
+) -> list[tuple[int, tuple[str, int] | tuple[str, int, int, int], bool]]:
+    """Addresses to try binding, each with whether to switch dual stack on."""
+    if endpoint.host is None or endpoint.host in ("", "*"):
+        port = endpoint.port
+        if family == socket.AF_INET:
+            return [(socket.AF_INET, ("0.0.0.0", port), False)]
+        if family == socket.AF_INET6:
+            return [(socket.AF_INET6, ("::", port, 0, 0), False)]
+        if socket.has_ipv6 and socket.has_dualstack_ipv6():
+            return [(socket.AF_INET6, ("::", port, 0, 0), True), (socket.AF_INET, ("0.0.0.0", port), False)]
+        return [(socket.AF_INET, ("0.0.0.0", port), False)]
+    found: list[ResolvedAddress] = resolve(endpoint, family=family, type=type, passive=True)
+    return [(r.family, r.sockaddr, False) for r in found]
+
+
+def bind_socket(
+    endpoint: Endpoint,
+    *,
+    type: int = socket.SOCK_STREAM,
+    family: int = socket.AF_UNSPEC,
+    backlog: int | None = None,
+    reuse_port: bool = False,
+) -> socket.socket:
+    """Create a socket bound to ``endpoint``; stream sockets are also listening.
+
+    Args:
+        endpoint: where to bind; an ``InetEndpoint`` with host None binds every
+            interface (dual-stack when the OS allows and ``family`` is unspecified).
+        type: SOCK_STREAM (a listener) or SOCK_DGRAM.
+        family: AF_UNSPEC, AF_INET or AF_INET6.
+        backlog: listen() backlog; None means the system maximum.
+        reuse_port: set SO_REUSEPORT so several processes share the port.
+
+    Raises:
+        ListenError: the address is in use, not local, or not permitted.
+        AddressError: the host does not resolve.
+        UnsupportedError: the platform lacks the family or option.
+    """
+    if isinstance(endpoint, UnixEndpoint):
+        require_unix_sockets()
+        _remove_stale_unix_socket(endpoint.path)
+        sock = socket.socket(socket.AF_UNIX, type)
+        try:
+            sock.bind(endpoint.sockaddr)
+            if type == socket.SOCK_STREAM:
+                sock.listen(listen_backlog(backlog))
+        except OSError as exc:
+            sock.close()
+            raise _bind_error(exc, str(endpoint)) from exc
+        return sock
+
+    last: SocketkitError | None = None
+    for fam, sockaddr, dual in _bind_addresses(endpoint, family, type):
+        try:
+            sock = socket.socket(fam, type)
+        except OSError as exc:
+            last = translate_os_error(exc, phase="bind", where=format_sockaddr(sockaddr))
+            continue
+        try:
+            _set_reuse(sock, reuse_port)
+            if fam == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+            sock.bind(sockaddr)
+            if type == socket.SOCK_STREAM:
+                sock.listen(listen_backlog(backlog))
+        except SocketkitError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            where = str(endpoint) if endpoint.host else format_sockaddr(sockaddr)
+            last = _bind_error(exc, where)
+            if exc.errno == errno.EADDRINUSE:
+                break
+            continue
+        return sock
+    assert last is not None
+    raise last
+
+
+def _bind_error(exc: OSError, where: str) -> SocketkitError:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EROFS):
+        return ListenError(f"cannot bind {where}: {os.strerror(exc.errno).lower()}", errno=exc.errno)
+    return translate_os_error(exc, phase="bind", where=where)
+
+
+def connect_socket(
+    endpoint: Endpoint,
+    *,
+    type: int = socket.SOCK_STREAM,
+    family: int = socket.AF_UNSPEC,
+    timeout: float | None = None,
+) -> socket.socket:
+    """Create a socket connected to ``endpoint``, trying each resolved address.
+
+    For SOCK_DGRAM, "connected" fixes the peer address so ``send``/``recv``
+    work and ICMP errors (port unreachable) are reported.
+
+    Raises:
+        ConnectError: refused or unreachable at every address.
+        SocketTimeoutError: no answer within ``timeout`` seconds.
+        AddressError: the host does not resolve.
+    """
+    if isinstance(endpoint, UnixEndpoint):
+        require_unix_sockets()
+        sock = socket.socket(socket.AF_UNIX, type)
+        try:
+            if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
+                raise UnsupportedError("Unix datagram clients need Linux's autobind here")
+            if type == socket.SOCK_DGRAM:
+                sock.bind("")  # Linux autobind: an abstract address the server can answer
+            sock.settimeout(timeout)
+            sock.connect(endpoint.sockaddr)
+            sock.settimeout(None)
+        except OSError as exc:
+            sock.close()
+            raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    if endpoint.host is None:
+        raise ConnectError("cannot connect: no host given")
+    last: SocketkitError | None = None
+    for addr in resolve(endpoint, family=family, type=type):
+        sock = socket.socket(addr.family, addr.type, addr.proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr.sockaddr)
+            sock.settimeout(None)
+        except OSError as exc:
+            sock.close()
+            where = str(endpoint) if _is_numeric(endpoint.host) else f"{endpoint} ({addr})"
+            last = translate_os_error(exc, phase="connect", where=where)
+            if isinstance(exc, TimeoutError):
+                last = _connect_timeout(where, timeout)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        if addr.type == socket.SOCK_STREAM and addr.family in (socket.AF_INET, socket.AF_INET6):
+            # Small request/response exchanges should not wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    assert last is not None
+    raise last
+
+
+def _connect_timeout(where: str, timeout: float | None) -> SocketkitError:
+    from .errors import SocketTimeoutError
+
+    return SocketTimeoutError(
+        f"connect to {where} timed out after {timeout:g} s (is the host up?)",
+        phase="connect",
+        timeout=timeout,
+    )
+
+
+def _is_numeric(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.split("%")[0])
+    except OSError:
+        return False
+    return True
+
+
+def local_name(sock: socket.socket) -> str:
+    """The socket's own address, formatted (``127.0.0.1:8080``, ``unix:/p``)."""
+    try:
+        return format_sockaddr(sock.getsockname())
+    except OSError:
+        return "?"
+
+
+def peer_name(sock: socket.socket) -> str:
+    """The peer's address, formatted; ``?`` once the peer is gone."""
+    try:
+        return format_sockaddr(sock.getpeername())
+    except OSError:
+        return "?"

@@ -1,0 +1,98 @@
+"""``socketkit tcp-server`` and ``socketkit udp-server``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+from ..server import SERVICES, Limits, ServerConfig, ServerLog, run_datagram_server, run_stream_server
+from ._common import Env, add_server_options, nonnegative_float, positive_int, server_endpoint
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tcp = sub.add_parser(
+        "tcp-server",
+        help="the lecture's TCP server (default port 8080), on the concurrent engine",
+        description="Serve TCP (or Unix stream) clients. Prints 'Server listening on port N' "
+        "when ready, 'Client connected' and 'Received: <message>' per client.",
+    )
+    add_server_options(tcp, stream=True)
+    _add_service_options(tcp, stream=True)
+    tcp.set_defaults(run=run_tcp_server)
+
+    udp = sub.add_parser(
+        "udp-server",
+        help="the lecture's UDP server (default port 8080)",
+        description="Answer UDP (or Unix datagram) clients. Prints 'UDP server listening on "
+        "port N' when ready and 'Received: <message>' per datagram.",
+    )
+    add_server_options(udp, stream=False)
+    _add_service_options(udp, stream=False)
+    udp.set_defaults(run=run_udp_server)
+
+
+def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> None:
+    parser.add_argument("--service", choices=SERVICES, default="hello", help="what to serve (default hello)")
+    if stream:
+        parser.add_argument(
+            "--frame",
+            choices=["raw", "line", "u32", "lecture"],
+            default=None,
+            help="framing the service reads and writes (default: raw; hello: a line or what arrived)",
+        )
+        parser.add_argument("--max-line", type=positive_int, default=None, metavar="N",
+                            help="largest line or frame accepted, in bytes")
+        parser.add_argument("--max-conns", type=positive_int, default=None, metavar="N",
+                            help="serve at most N clients at once (others wait)")
+        parser.add_argument("--idle-timeout", type=nonnegative_float, default=None, metavar="S",
+                            help="close a connection idle for S seconds")
+        parser.add_argument("--drain-timeout", type=nonnegative_float, default=5.0, metavar="S",
+                            help="at shutdown, let exchanges finish for S seconds (default 5)")
+        parser.add_argument("--backlog", type=positive_int, default=None, metavar="N",
+                            help="listen backlog (default: the system maximum; 5 with --once)")
+    else:
+        parser.add_argument("--max-size", type=positive_int, default=None, metavar="N",
+                            help="largest datagram accepted (default 65507)")
+
+
+def _log(args: argparse.Namespace, env: Env) -> ServerLog:
+    return ServerLog(env.stdout, env.stderr, verbose=args.verbose,
+                     json_format=args.log_format == "json", quiet=args.quiet)
+
+
+def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
+    endpoint, family = server_endpoint(args)
+    if args.max_line is not None and args.frame is None and args.service not in ("hello",):
+        raise UsageError("--max-line needs --frame line or --frame u32")
+    config = ServerConfig(
+        endpoint=endpoint,
+        family=family,
+        service=args.service,
+        frame=args.frame,
+        max_message_size=args.max_line,
+        reply=args.reply,
+        once=args.once,
+        backlog=args.backlog,
+        limits=Limits(max_conns=args.max_conns, idle_timeout=args.idle_timeout,
+                      drain_timeout=args.drain_timeout),
+        summary=args.verbose or not args.once,
+    )
+    run_stream_server(config, _log(args, env))
+    return 0
+
+
+def run_udp_server(args: argparse.Namespace, env: Env) -> int:
+    endpoint, family = server_endpoint(args)
+    config = ServerConfig(
+        endpoint=endpoint,
+        family=family,
+        service=args.service,
+        max_message_size=args.max_size,
+        reply=args.reply,
+        once=args.once,
+        summary=args.verbose or not args.once,
+    )
+    run_datagram_server(config, _log(args, env))
+    return 0

@@ -1,0 +1,224 @@
+"""One exception tree for everything socketkit raises.
+
+Every error a user can meet reads as one line on a terminal: what happened,
+where, and a hint. Lower-level causes are chained (``raise ... from exc``) and
+an ``errno`` is kept when there was one. The CLI catches ``SocketkitError``
+once, prints ``str(exc)`` and exits with ``exc.exit_code``::
+
+    SocketkitError                      exit 1
+    ├── UsageError                      exit 2   bad command-line input
+    ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
+    │   └── HostNotFoundError           exit 2   name resolution failed
+    ├── ConnectError (ConnectionError)  exit 3   refused, unreachable
+    ├── ListenError                     exit 4   address in use, permission, bad path
+    ├── SocketTimeoutError (TimeoutError) exit 5 per phase: connect, send, receive, accept
+    ├── ClosedError                     exit 1   *you* closed it and used it again
+    ├── BrokenError (ConnectionError)   exit 6   the peer or the network ended it
+    │   └── IncompleteReadError         exit 6   end of stream mid-message (keeps the bytes)
+    ├── FramingError                    exit 7   the peer (or caller) broke the framing rules
+    │   └── MessageTooLargeError        exit 7   over the configured maximum
+    └── UnsupportedError                exit 8   not available on this platform
+
+The exit codes are documented in the README; they are a public interface.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "AddressError",
+    "BrokenError",
+    "ClosedError",
+    "ConnectError",
+    "FramingError",
+    "HostNotFoundError",
+    "IncompleteReadError",
+    "ListenError",
+    "MessageTooLargeError",
+    "SocketTimeoutError",
+    "SocketkitError",
+    "UnsupportedError",
+    "UsageError",
+    "translate_os_error",
+]
+
+
+class SocketkitError(Exception):
+    """Root of every socketkit error. ``str(exc)`` is one line for a terminal."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(SocketkitError):
+    """The command line or a call's arguments make no sense."""
+
+    exit_code = 2
+
+
+class AddressError(SocketkitError, ValueError):
+    """An endpoint could not be parsed: malformed address, port outside 0..65535."""
+
+    exit_code = 2
+
+
+class HostNotFoundError(AddressError):
+    """Name resolution (getaddrinfo) found no address for a host."""
+
+
+class ConnectError(SocketkitError, ConnectionError):
+    """A connection could not be made: refused, unreachable, reset during connect."""
+
+    exit_code = 3
+
+
+class ListenError(SocketkitError):
+    """A socket could not be bound or listened on: address in use, permission, path."""
+
+    exit_code = 4
+
+
+class SocketTimeoutError(SocketkitError, TimeoutError):
+    """A blocking call ran out of time. ``phase`` says which one."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, phase: str, timeout: float | None) -> None:
+        super().__init__(message, errno=_errno.ETIMEDOUT)
+        self.phase = phase
+        self.timeout = timeout
+
+
+class ClosedError(SocketkitError):
+    """This side already closed the connection and then used it."""
+
+
+class BrokenError(SocketkitError, ConnectionError):
+    """The peer or the network ended the connection (reset, broken pipe)."""
+
+    exit_code = 6
+
+
+class IncompleteReadError(BrokenError):
+    """The stream ended before a whole message arrived. ``partial`` keeps what did."""
+
+    def __init__(self, message: str, *, partial: bytes, expected: int | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.expected = expected
+
+
+class FramingError(SocketkitError):
+    """Bytes that break the framing rules. ``remote`` is True when the peer sent them."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, remote: bool = True) -> None:
+        super().__init__(message)
+        self.remote = remote
+
+
+class MessageTooLargeError(FramingError):
+    """A message over the configured maximum (a line, a frame, a datagram)."""
+
+    def __init__(self, message: str, *, size: int | None, limit: int, remote: bool = True) -> None:
+        super().__init__(message, remote=remote)
+        self.size = size
+        self.limit = limit
+
+
+class UnsupportedError(SocketkitError):
+    """A feature this platform lacks (AF_UNIX on old Windows, SO_REUSEPORT, ...)."""
+
+    exit_code = 8
+
+
+def _strerror(exc: OSError) -> str:
+    if exc.errno is not None:
+        try:
+            import os
+
+            return os.strerror(exc.errno).lower()
+        except ValueError:
+            pass
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitError:
+    """Turn an ``OSError`` from a socket call into the matching socketkit error.
+
+    This is the one place where errno values become user-facing messages, so
+    that the blocking and asyncio layers speak the same language.
+
+    Args:
+        exc: the error the socket call raised.
+        phase: what was being done: "connect", "bind", "listen", "accept",
+            "send", "receive", "resolve", "close".
+        where: the endpoint, already formatted (``127.0.0.1:8080``, ``unix:/p``).
+
+    Returns:
+        The error to raise (the caller chains it with ``from exc``).
+    """
+    if isinstance(exc, SocketkitError):
+        return exc
+    code = exc.errno
+    if isinstance(exc, TimeoutError) or code == _errno.ETIMEDOUT:
+        return SocketTimeoutError(f"{phase} to {where} timed out", phase=phase, timeout=None)
+    if phase == "connect":
+        if code == _errno.ECONNREFUSED:
+            return ConnectError(
+                f"connection refused by {where} (is a server listening?)", errno=code
+            )
+        if code in (_errno.ENOENT,):
+            return ConnectError(f"no socket at {where} (is a server listening?)", errno=code)
+        if code in (_errno.ENETUNREACH, _errno.EHOSTUNREACH):
+            return ConnectError(f"{where} is unreachable: {_strerror(exc)}", errno=code)
+        if code in (_errno.EACCES, _errno.EPERM):
+            return ConnectError(f"cannot connect to {where}: permission denied", errno=code)
+        if code == _errno.EAFNOSUPPORT:
+            return UnsupportedError(
+                f"cannot connect to {where}: address family not supported here", errno=code
+            )
+        return ConnectError(f"cannot connect to {where}: {_strerror(exc)}", errno=code)
+    if phase in ("bind", "listen"):
+        if code == _errno.EADDRINUSE:
+            return ListenError(
+                f"address already in use: {where} (another server is running there?)",
+                errno=code,
+            )
+        if code in (_errno.EACCES, _errno.EPERM):
+            return ListenError(
+                f"permission denied to bind {where} (ports below 1024 need privileges)",
+                errno=code,
+            )
+        if code == _errno.EADDRNOTAVAIL:
+            return ListenError(f"cannot bind {where}: no such local address", errno=code)
+        if code == _errno.EAFNOSUPPORT:
+            return UnsupportedError(
+                f"cannot bind {where}: address family not supported here", errno=code
+            )
+        return ListenError(f"cannot {phase} on {where}: {_strerror(exc)}", errno=code)
+    if code == _errno.EMSGSIZE:
+        return MessageTooLargeError(
+            f"message too large for one datagram to {where}",
+            size=None,
+            limit=0,
+            remote=False,
+        )
+    if code in (_errno.ECONNREFUSED,):
+        return BrokenError(
+            f"{phase}: {where} refused the datagram (is a server listening?)", errno=code
+        )
+    if code in (_errno.ECONNRESET, _errno.EPIPE, _errno.ECONNABORTED, _errno.ENOTCONN) or (
+        isinstance(exc, ConnectionError)
+    ):
+        return BrokenError(f"connection to {where} broken during {phase}: {_strerror(exc)}", errno=code)
+    return SocketkitError(f"{phase} on {where} failed: {_strerror(exc)}", errno=code)

@@ -1,0 +1,46 @@
+"""Sans-I/O framing codecs: raw chunks, lines, length-prefixed frames.
+
+See ``socketkit.framing.codecs`` for the rules each codec follows.
+"""
+
+from ._buffer import ReceiveBuffer
+from .codecs import (
+    DEFAULT_MAX_CHUNK_SIZE,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_LINE_LENGTH,
+    Codec,
+    Decoder,
+    LectureCodec,
+    LengthPrefixedCodec,
+    LineCodec,
+    RawCodec,
+)
+
+__all__ = [
+    "DEFAULT_MAX_CHUNK_SIZE",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LINE_LENGTH",
+    "Codec",
+    "Decoder",
+    "LectureCodec",
+    "LengthPrefixedCodec",
+    "LineCodec",
+    "RawCodec",
+    "ReceiveBuffer",
+    "codec_by_name",
+]
+
+
+def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
+    """Build a codec from its command-line name: ``raw``, ``line``, ``u32``, ``lecture``."""
+    from ..errors import UsageError
+
+    if name == "raw":
+        return RawCodec(max_message_size or DEFAULT_MAX_CHUNK_SIZE)
+    if name == "line":
+        return LineCodec(max_message_size or DEFAULT_MAX_LINE_LENGTH)
+    if name == "u32":
+        return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
+    if name == "lecture":
+        return LectureCodec(max_message_size or 1023)
+    raise UsageError(f"unknown framing {name!r}: choose raw, line, u32 or lecture")

@@ -1,0 +1,407 @@
+"""The server engine: one accept loop and one datagram loop under every server.
+
+Strategy:
+- TCP and Unix stream: we accept ourselves (a reader callback on each
+  listening socket, up to ``ACCEPT_BATCH`` accepts per wake-up) and hand each
+  socket to the loop with ``connect_accepted_socket``. Owning the accept loop
+  is what lets the engine stop accepting at ``max_conns`` and resume below it,
+  and back off when the process runs out of descriptors instead of spinning
+  (EMFILE leaves the pending connection in the backlog, so the listening
+  socket stays readable: retrying at once would busy-loop, as Trio's
+  ``_highlevel_serve_listeners.py`` explains).
+- UDP and Unix datagram: a reader callback drains the socket with plain
+  non-blocking ``recvfrom``/``sendto`` calls, many datagrams per wake-up.
+  This avoids asyncio's per-datagram protocol machinery, which on the
+  default loop costs several times more than the system calls themselves.
+- Idle connections are found by one periodic sweep over ``last_active``
+  stamps, not a timer per connection.
+- Shutdown: stop accepting, ask every connection to finish its exchange,
+  wait up to ``drain_timeout``, then abort what is left.
+
+One client never brings the server down: every per-connection failure ends
+in ``ConnectionProtocol.abort`` with a logged reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..address import format_sockaddr
+from ..errors import MessageTooLargeError
+from ._log import ServerLog, Stats, show_message
+from ._services import ConnectionProtocol, Service
+
+__all__ = ["ConnectionHost", "DatagramEngine", "Limits", "StreamEngine", "install_signal_handlers"]
+
+#: Accepts per wake-up: enough to drain a burst, small enough to stay fair.
+ACCEPT_BATCH = 64
+#: Datagrams handled per wake-up before giving other work a turn.
+DATAGRAM_BATCH = 256
+#: Seconds to wait before accepting again after running out of descriptors.
+ACCEPT_BACKOFF = 0.1
+ACCEPT_BACKOFF_MAX = 1.0
+#: errnos meaning "out of resources": back off, don't spin (accept(2)).
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: errnos meaning "that one client went away before we accepted it".
+_CLIENT_GONE_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
+
+
+@dataclass(slots=True)
+class Limits:
+    """Limits on a stream server.
+
+    Attributes:
+        max_conns: connections served at once; beyond it the engine stops
+            accepting (clients wait in the listen backlog). None: no limit.
+        idle_timeout: seconds without received data or write progress after
+            which a connection is closed. None: never.
+        drain_timeout: seconds that in-flight exchanges get at shutdown.
+        max_clients: stop accepting after this many clients in all and exit
+            when they are done (``--once`` is 1). None: serve for ever.
+    """
+
+    max_conns: int | None = None
+    idle_timeout: float | None = None
+    drain_timeout: float = 5.0
+    max_clients: int | None = None
+
+
+class ConnectionHost:
+    """What a connection's protocol sees of the engine that runs it."""
+
+    def __init__(self, log: ServerLog, stats: Stats) -> None:
+        self.log = log
+        self.stats = stats
+        self.connections: set[ConnectionProtocol] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def peer_of(self, transport: asyncio.BaseTransport) -> str:
+        return format_sockaddr(transport.get_extra_info("peername"))
+
+    def opened(self, conn: ConnectionProtocol) -> None:
+        self.connections.add(conn)
+        stats = self.stats
+        stats.active += 1
+        if stats.active > stats.peak_active:
+            stats.peak_active = stats.active
+
+    def closed(self, conn: ConnectionProtocol, reason: str | None) -> None:
+        self.connections.discard(conn)
+        stats = self.stats
+        stats.active -= 1
+        stats.bytes_in += conn.bytes_in
+        stats.bytes_out += conn.bytes_out
+        self.log.closed(conn.peer, reason, conn.bytes_in, conn.bytes_out)
+
+
+class StreamEngine(ConnectionHost):
+    """Serves a stream service on one or more listening sockets."""
+
+    def __init__(
+        self,
+        listeners: list[socket.socket],
+        service: Service,
+        *,
+        limits: Limits | None = None,
+        log: ServerLog | None = None,
+        accept_filter: Callable[[object], str | None] | None = None,
+    ) -> None:
+        super().__init__(log or ServerLog(), Stats())
+        self.listeners = listeners
+        self.service = service
+        self.limits = limits or Limits()
+        self.accept_filter = accept_filter
+        self._accepting = False
+        self._stopping = False
+        self._accepted_total = 0
+        self._backoff = ACCEPT_BACKOFF
+        self._stopped: asyncio.Future[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------
+
+    async def serve(self) -> Stats:
+        """Serve until ``stop()`` (or the client limit); return the counters."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stopped = loop.create_future()
+        for sock in self.listeners:
+            sock.setblocking(False)
+        self._start_accepting()
+        if self.limits.idle_timeout is not None:
+            self._idle_task = loop.create_task(self._sweep_idle(self.limits.idle_timeout))
+        try:
+            await self._stopped
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe from a signal handler)."""
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self._stop_accepting()
+        for sock in self.listeners:
+            sock.close()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        for conn in list(self.connections):
+            conn.shutdown_requested()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.drain_timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)  # polling the set: shutdown only, not a hot path
+        for conn in list(self.connections):
+            conn.abort("server shut down before the exchange finished")
+        # Let the aborted transports run their connection_lost callbacks.
+        for _ in range(3):
+            if not self.connections:
+                break
+            await asyncio.sleep(0)
+
+    # accepting -------------------------------------------------------------
+
+    def _start_accepting(self) -> None:
+        if self._accepting or self._stopping:
+            return
+        assert self._loop is not None
+        self._accepting = True
+        for sock in self.listeners:
+            self._loop.add_reader(sock.fileno(), self._accept_ready, sock)
+
+    def _stop_accepting(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        assert self._loop is not None
+        for sock in self.listeners:
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_reader(sock.fileno())
+
+    def _room(self) -> bool:
+        limits = self.limits
+        if limits.max_clients is not None and self._accepted_total >= limits.max_clients:
+            return False
+        return limits.max_conns is None or self.stats.active < limits.max_conns
+
+    def _accept_ready(self, listener: socket.socket) -> None:
+        assert self._loop is not None
+        for _ in range(ACCEPT_BATCH):
+            if not self._room():
+                self._stop_accepting()
+                return
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                self._backoff = ACCEPT_BACKOFF
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE_ERRNOS:
+                    continue
+                if exc.errno in _RESOURCE_ERRNOS:
+                    self.stats.errors += 1
+                    self.log.warning(
+                        f"accept: {exc.strerror.lower() if exc.strerror else exc}; "
+                        f"pausing accepts for {self._backoff:g} s",
+                        reason="resources",
+                    )
+                    self._stop_accepting()
+                    self._loop.call_later(self._backoff, self._resume_after_backoff)
+                    self._backoff = min(self._backoff * 2, ACCEPT_BACKOFF_MAX)
+                    return
+                raise
+            if self.accept_filter is not None:
+                refusal = self.accept_filter(addr)
+                if refusal is not None:
+                    self.stats.refused += 1
+                    self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", event="refused")
+                    sock.close()
+                    continue
+            self._accepted_total += 1
+            self.stats.connections += 1
+            self._start_connection(sock)
+        # Batch used up: the reader callback fires again on the next turn.
+
+    def _resume_after_backoff(self) -> None:
+        if self._room():
+            self._start_accepting()
+
+    def _start_connection(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        factory = self.service.protocol_factory
+        coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
+        task = self._loop.create_task(coro)
+        task.add_done_callback(lambda t, s=sock: self._connect_done(t, s))
+
+    def _connect_done(self, task: asyncio.Task[object], sock: socket.socket) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.stats.errors += 1
+            sock.close()
+
+    def closed(self, conn: ConnectionProtocol, reason: str | None) -> None:
+        super().closed(conn, reason)
+        limits = self.limits
+        if limits.max_clients is not None and self._accepted_total >= limits.max_clients:
+            if not self.connections:
+                self.stop()
+            return
+        if not self._accepting and not self._stopping and self._room():
+            self._start_accepting()
+
+    async def _sweep_idle(self, idle_timeout: float) -> None:
+        interval = max(0.05, min(1.0, idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = self.now() - idle_timeout
+            for conn in [c for c in self.connections if c.last_active < cutoff]:
+                conn.abort(f"idle for more than {idle_timeout:g} s")
+
+
+class DatagramEngine:
+    """Serves a datagram service on one bound socket, many datagrams per wake-up."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        service: Service,
+        *,
+        log: ServerLog | None = None,
+        max_datagrams: int | None = None,
+        max_datagram_size: int = 65507,
+        accept_filter: Callable[[object], str | None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.service = service
+        self.log = log or ServerLog()
+        self.stats = Stats()
+        self.max_datagrams = max_datagrams
+        self.max_datagram_size = max_datagram_size
+        self.accept_filter = accept_filter
+        self._stopped: asyncio.Future[None] | None = None
+        self._show = service.name == "hello"
+
+    async def serve(self) -> Stats:
+        """Serve until ``stop()`` or ``max_datagrams``; return the counters."""
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self.sock.setblocking(False)
+        loop.add_reader(self.sock.fileno(), self._readable)
+        try:
+            await self._stopped
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop serving (safe from a signal handler)."""
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        stats = self.stats
+        answer = self.service.answer_datagram
+        size = self.max_datagram_size + 1
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                data, addr = sock.recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP errors from earlier sendto()s surface here on some
+                # systems (ECONNREFUSED on Linux for unconnected sockets is
+                # not reported, on Windows WSAECONNRESET is): not fatal.
+                stats.errors += 1
+                self.log.event(f"recvfrom: {exc}", event="error", verbose_only=True)
+                continue
+            stats.datagrams_in += 1
+            stats.bytes_in += len(data)
+            if len(data) > self.max_datagram_size:
+                stats.errors += 1
+                err = MessageTooLargeError(
+                    f"datagram over {self.max_datagram_size} bytes dropped",
+                    size=None,
+                    limit=self.max_datagram_size,
+                )
+                self.log.event(f"{format_sockaddr(addr)}: {err}", event="dropped")
+                continue
+            if self.accept_filter is not None:
+                refusal = self.accept_filter(addr)
+                if refusal is not None:
+                    stats.refused += 1
+                    self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", event="refused")
+                    continue
+            if self._show and not self.log.quiet:
+                self.log.line(
+                    f"Received: {show_message(data)}", event="received", peer=format_sockaddr(addr)
+                )
+            reply = answer(data)
+            if reply is not None:
+                try:
+                    sock.sendto(reply, addr)
+                except (BlockingIOError, InterruptedError):
+                    stats.errors += 1  # socket buffer full: UDP may drop, so do we
+                except OSError as exc:
+                    stats.errors += 1
+                    self.log.event(
+                        f"{format_sockaddr(addr)}: sendto: {exc}", event="error", verbose_only=True
+                    )
+                else:
+                    stats.datagrams_out += 1
+                    stats.bytes_out += len(reply)
+            if self.max_datagrams is not None and stats.datagrams_in >= self.max_datagrams:
+                self.stop()
+                return
+
+
+def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+    """Make SIGINT and SIGTERM call ``stop``; return a function that undoes it.
+
+    On POSIX the loop's own signal handling is used; on Windows (no
+    ``add_signal_handler``) a plain ``signal.signal`` handler schedules
+    ``stop`` on the loop.
+    """
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if sys.platform != "win32":
+        for sig in signals:
+            loop.add_signal_handler(sig, stop)
+
+        def undo() -> None:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+        return undo
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(stop)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+    def undo_windows() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return undo_windows

@@ -1,0 +1,369 @@
+"""The services a socketkit server offers, as asyncio protocols.
+
+One ``ConnectionProtocol`` base does the bookkeeping every connection needs
+(registration with the engine, counters, idle time, backpressure, a logged
+reason when it ends); each service adds only what it does with the bytes.
+
+The per-message path is kept lean: ``data_received`` works on the bytes it
+is given, with no coroutine or extra syscall per message, no logging, and a
+``ReceiveBuffer`` only for framed services.
+
+Backpressure: when the transport's write buffer passes its high-water mark
+(the peer reads slower than it sends), the protocol stops reading from that
+peer until the buffer drains, so a slow reader never makes the server buffer
+without bound (asyncio ``pause_writing``/``resume_writing``).
+
+Services (RFC numbers give the classic behaviour):
+    hello     the lecture: print each message, answer "Hello from server"
+    echo      RFC 862: send back every byte (or every frame)
+    discard   RFC 863: read and drop
+    chargen   RFC 864: a rotating 72-character pattern, as fast as read
+    daytime   RFC 867: the date and time as text, then close
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from ..errors import FramingError, SocketkitError
+from ..framing import Codec, LectureCodec, ReceiveBuffer
+
+if TYPE_CHECKING:
+    from ._engine import ConnectionHost
+
+__all__ = [
+    "SERVICES",
+    "ConnectionProtocol",
+    "Service",
+    "chargen_line",
+    "daytime_text",
+]
+
+#: Bytes the transport may hold for a slow reader before we stop reading
+#: from it: 256 KiB keeps memory per connection small and bulk transfer fast.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+HELLO_REPLY = b"Hello from server"
+
+
+def daytime_text() -> bytes:
+    """RFC 867 leaves the format free; this is the common ctime-like one."""
+    return time.strftime("%A, %B %d, %Y %H:%M:%S-%Z\r\n").encode("ascii", "replace")
+
+
+_CHARGEN_CHARS = bytes(range(33, 127))  # the 95 printable ASCII characters
+
+
+def chargen_line(n: int) -> bytes:
+    """Line ``n`` of the RFC 864 pattern: 72 characters starting one further on."""
+    start = n % len(_CHARGEN_CHARS)
+    doubled = _CHARGEN_CHARS + _CHARGEN_CHARS
+    return doubled[start : start + 72] + b"\r\n"
+
+
+_CHARGEN_BLOCK = b"".join(chargen_line(i) for i in range(len(_CHARGEN_CHARS)))
+
+
+class ConnectionProtocol(asyncio.Protocol):
+    """Bookkeeping shared by every service's connections."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "closing_reason",
+        "host",
+        "last_active",
+        "peer",
+        "transport",
+        "writing_paused",
+    )
+
+    def __init__(self, host: ConnectionHost) -> None:
+        self.host = host
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_active = 0.0
+        self.writing_paused = False
+        self.closing_reason: str | None = None
+
+    # asyncio callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.peer = self.host.peer_of(transport)
+        self.last_active = self.host.now()
+        self.host.opened(self)
+        self.started()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self.closing_reason
+        if reason is None and exc is not None:
+            reason = str(exc) or type(exc).__name__
+        self.host.closed(self, reason)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.last_active = self.host.now()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+        self.writable()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.last_active = self.host.now()
+        try:
+            self.received(data)
+        except FramingError as exc:
+            self.abort(f"{'peer broke framing' if exc.remote else 'framing'}: {exc}", error=True)
+        except SocketkitError as exc:
+            self.abort(str(exc), error=True)
+
+    def eof_received(self) -> bool | None:
+        return self.ended()
+
+    # helpers for services --------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (buffered by the transport, subject to backpressure)."""
+        if self.transport is not None:
+            self.bytes_out += len(data)
+            self.transport.write(data)
+
+    def close(self, reason: str | None = None) -> None:
+        """Close after what is buffered has been sent."""
+        if self.closing_reason is None:
+            self.closing_reason = reason
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, reason: str, *, error: bool = False) -> None:
+        """Drop the connection now (buffered data is lost)."""
+        if error:
+            self.host.stats.errors += 1
+        if self.closing_reason is None:
+            self.closing_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+    # what services override ----------------------------------------------
+
+    def started(self) -> None:
+        """The connection is up."""
+
+    def received(self, data: bytes) -> None:
+        """Bytes arrived."""
+
+    def ended(self) -> bool | None:
+        """The peer half-closed. Return True to keep the write side open."""
+        return None
+
+    def writable(self) -> None:
+        """The write buffer drained below its low-water mark."""
+
+    def shutdown_requested(self) -> None:
+        """The server is draining: finish the exchange in flight, then close."""
+        self.close()
+
+
+class FramedProtocol(ConnectionProtocol):
+    """A service that works on whole messages cut by a codec."""
+
+    __slots__ = ("buffer", "codec")
+
+    def __init__(self, host: ConnectionHost, codec: Codec) -> None:
+        super().__init__(host)
+        self.codec = codec
+        self.buffer = ReceiveBuffer()
+
+    def received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer.feed(data)
+        decode = self.codec.maybe_decode
+        while self.transport is not None and (message := decode(buffer)) is not None:
+            self.message(message)
+
+    def ended(self) -> bool | None:
+        try:
+            message = self.codec.decode_eof(self.buffer)
+        except SocketkitError as exc:
+            self.abort(f"peer ended mid-message: {exc}", error=True)
+            return None
+        if message is not None:
+            self.message(message)
+        return None
+
+    def message(self, message: bytes) -> None:
+        """One whole message arrived."""
+
+    def shutdown_requested(self) -> None:
+        if not self.buffer:
+            self.close()
+
+
+class HelloProtocol(FramedProtocol):
+    """The lecture's exchange: print each message, answer ``Hello from server``.
+
+    A line is answered with a line and raw bytes with raw bytes, so that a
+    Java client (which reads a line) and a C client (which reads what comes)
+    both get what they wait for. The connection stays open for more messages
+    until the client closes, so one client can make several exchanges.
+    """
+
+    __slots__ = ("reply",)
+
+    def __init__(self, host: ConnectionHost, codec: Codec, reply: bytes) -> None:
+        super().__init__(host, codec)
+        self.reply = reply
+
+    def started(self) -> None:
+        self.host.log.connected(self.peer)
+
+    def message(self, message: bytes) -> None:
+        self.host.log.received(self.peer, message)
+        if isinstance(self.codec, LectureCodec):
+            self.write(self.reply + b"\n" if message.endswith(b"\n") else self.reply)
+        else:
+            self.write(self.codec.encode(self.reply))
+
+
+class EchoProtocol(ConnectionProtocol):
+    """RFC 862 over raw bytes: every byte back, in order; half-close after the rest."""
+
+    __slots__ = ()
+
+    def received(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def shutdown_requested(self) -> None:
+        if self.transport is not None and self.transport.get_write_buffer_size() == 0:
+            self.close()
+
+
+class FramedEchoProtocol(FramedProtocol):
+    """Echo of whole frames: lines or length-prefixed messages."""
+
+    __slots__ = ()
+
+    def message(self, message: bytes) -> None:
+        self.write(self.codec.encode(message))
+
+
+class DiscardProtocol(ConnectionProtocol):
+    """RFC 863: read everything, send nothing."""
+
+    __slots__ = ()
+
+
+class ChargenProtocol(ConnectionProtocol):
+    """RFC 864: send the character pattern until the client goes away."""
+
+    __slots__ = ("_scheduled",)
+
+    #: Blocks queued per turn of the loop, so one client cannot hog the loop.
+    BLOCKS_PER_TURN = 8
+
+    def __init__(self, host: ConnectionHost) -> None:
+        super().__init__(host)
+        self._scheduled = False
+
+    def started(self) -> None:
+        self._pump()
+
+    def writable(self) -> None:
+        self._pump()
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        for _ in range(self.BLOCKS_PER_TURN):
+            if self.transport is None or self.writing_paused or self.transport.is_closing():
+                return
+            self.write(_CHARGEN_BLOCK)
+        if not self.writing_paused and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def ended(self) -> bool | None:
+        return None
+
+
+class DaytimeProtocol(ConnectionProtocol):
+    """RFC 867: send the date and time, then close."""
+
+    __slots__ = ()
+
+    def started(self) -> None:
+        self.write(daytime_text())
+        self.close()
+
+
+ProtocolFactory = Callable[["ConnectionHost"], ConnectionProtocol]
+
+
+class Service:
+    """A named service: how to make a connection's protocol and answer a datagram.
+
+    Args:
+        name: ``hello``, ``echo``, ``discard``, ``chargen`` or ``daytime``.
+        codec: the framing the service reads and writes with (None: raw bytes;
+            ``hello`` uses the lecture's rule by default).
+        reply: the hello service's answer.
+    """
+
+    NAMES: ClassVar[tuple[str, ...]] = ("hello", "echo", "discard", "chargen", "daytime")
+
+    def __init__(self, name: str, codec: Codec | None = None, *, reply: bytes = HELLO_REPLY) -> None:
+        if name not in self.NAMES:
+            raise SocketkitError(f"unknown service {name!r}: choose {', '.join(self.NAMES)}")
+        self.name = name
+        self.codec = codec
+        self.reply = reply
+        self.protocol_factory = self._make_factory()
+
+    def _make_factory(self) -> ProtocolFactory:
+        codec = self.codec
+        if self.name == "hello":
+            hello_codec = codec or LectureCodec()
+            return lambda host: HelloProtocol(host, hello_codec, self.reply)
+        if self.name == "echo":
+            if codec is None:
+                return EchoProtocol
+            return lambda host: FramedEchoProtocol(host, codec)
+        if self.name == "discard":
+            return DiscardProtocol
+        if self.name == "chargen":
+            return ChargenProtocol
+        return DaytimeProtocol
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        """The reply to one datagram (None: no reply), RFC 862-867 for UDP."""
+        name = self.name
+        if name == "echo":
+            return data
+        if name == "hello":
+            return self.reply
+        if name == "daytime":
+            return daytime_text()
+        if name == "chargen":
+            # RFC 864 over UDP: a datagram of 0 to 512 characters, here a
+            # fixed 512, whatever was received.
+            return (_CHARGEN_BLOCK * 1)[:512]
+        return None
+
+
+SERVICES = Service.NAMES
