@@ -111,7 +111,10 @@ def _bind_addresses(
         if family == socket.AF_INET6:
             return [(socket.AF_INET6, ("::", port, 0, 0), False)]
         if socket.has_ipv6 and socket.has_dualstack_ipv6():
-            return [(socket.AF_INET6, ("::", port, 0, 0), True), (socket.AF_INET, ("0.0.0.0", port), False)]
+            return [
+                (socket.AF_INET6, ("::", port, 0, 0), True),
+                (socket.AF_INET, ("0.0.0.0", port), False),
+            ]
         return [(socket.AF_INET, ("0.0.0.0", port), False)]
     found: list[ResolvedAddress] = resolve(endpoint, family=family, type=type, passive=True)
     return [(r.family, r.sockaddr, False) for r in found]
@@ -184,7 +187,9 @@ def bind_socket(
 
 def _bind_error(exc: OSError, where: str) -> SocketkitError:
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EROFS):
-        return ListenError(f"cannot bind {where}: {os.strerror(exc.errno).lower()}", errno=exc.errno)
+        return ListenError(
+            f"cannot bind {where}: {os.strerror(exc.errno).lower()}", errno=exc.errno
+        )
     return translate_os_error(exc, phase="bind", where=where)
 
 

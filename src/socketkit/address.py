@@ -167,7 +167,9 @@ def parse_endpoint(
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
-            raise AddressError(f"invalid address {original!r}: {host!r} is not an IPv6 address") from None
+            raise AddressError(
+                f"invalid address {original!r}: {host!r} is not an IPv6 address"
+            ) from None
         if not rest:
             if default_port is None:
                 raise AddressError(f"invalid address {original!r}: missing ':PORT'")
@@ -184,7 +186,9 @@ def parse_endpoint(
                 f"invalid address {original!r}: write IPv6 with a port as [ADDR]:PORT"
             ) from None
         if default_port is None:
-            raise AddressError(f"invalid address {original!r}: write IPv6 with a port as [ADDR]:PORT")
+            raise AddressError(
+                f"invalid address {original!r}: write IPv6 with a port as [ADDR]:PORT"
+            )
         return InetEndpoint(text, default_port)
     if ":" in text:
         host, _, port = text.rpartition(":")
@@ -256,7 +260,9 @@ def resolve(
     try:
         infos = socket.getaddrinfo(endpoint.host, endpoint.port, family, type, 0, flags)
     except socket.gaierror as exc:
-        fam = {socket.AF_INET: " as IPv4", socket.AF_INET6: " as IPv6"}.get(family, "")
+        fam = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(
+            int(family), ""
+        )
         reason = (exc.strerror or str(exc)).lower()
         if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
             reason = "no such host"

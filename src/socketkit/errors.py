@@ -220,5 +220,7 @@ def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitErro
     if code in (_errno.ECONNRESET, _errno.EPIPE, _errno.ECONNABORTED, _errno.ENOTCONN) or (
         isinstance(exc, ConnectionError)
     ):
-        return BrokenError(f"connection to {where} broken during {phase}: {_strerror(exc)}", errno=code)
+        return BrokenError(
+            f"connection to {where} broken during {phase}: {_strerror(exc)}", errno=code
+        )
     return SocketkitError(f"{phase} on {where} failed: {_strerror(exc)}", errno=code)

@@ -10,6 +10,7 @@ shared with the blocking layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -104,7 +105,9 @@ class Connection:
         self._buffer.feed(data)
         return True
 
-    async def receive_some(self, max_bytes: int = RECEIVE_SIZE, *, timeout: TimeoutArg = DEFAULT) -> bytes:
+    async def receive_some(
+        self, max_bytes: int = RECEIVE_SIZE, *, timeout: TimeoutArg = DEFAULT
+    ) -> bytes:
         """Return what has arrived, at most ``max_bytes``; ``b""`` at end of stream."""
         limit = self._timeout(timeout)
         try:
@@ -152,7 +155,9 @@ class Connection:
         """Return the next line without its ending; None at a clean end of stream."""
         return await self.receive_message(LineCodec(max_line_length), timeout=timeout)
 
-    async def send_all(self, data: bytes | bytearray | memoryview, *, timeout: TimeoutArg = DEFAULT) -> None:
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """Send every byte and wait until the transport's buffer drains below its mark.
 
         Raises:
@@ -169,7 +174,9 @@ class Connection:
         except OSError as exc:
             raise translate_os_error(exc, phase="send", where=self.peer) from exc
 
-    async def send_message(self, codec: Codec, message: bytes, *, timeout: TimeoutArg = DEFAULT) -> None:
+    async def send_message(
+        self, codec: Codec, message: bytes, *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """Frame ``message`` with ``codec`` and send all of it."""
         await self.send_all(codec.encode(message), timeout=timeout)
 
@@ -191,10 +198,8 @@ class Connection:
             return
         self._closed = True
         self._writer.close()
-        try:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
             await self._writer.wait_closed()
-        except (OSError, asyncio.CancelledError):
-            pass
 
     @property
     def closed(self) -> bool:

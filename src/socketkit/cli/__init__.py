@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     """Run one command; return its exit code (the console script exits with it)."""
     env = Env(stdout or sys.stdout, stderr or sys.stderr)
     args_list = sys.argv[1:] if argv is None else argv
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr:
             import traceback
 
             traceback.print_exc(file=env.stderr)
-        env.stderr.write(f"{PROG}: error: {exc}\n" if not isinstance(exc, UsageError) else f"{exc}\n")
+        env.stderr.write(
+            f"{PROG}: error: {exc}\n" if not isinstance(exc, UsageError) else f"{exc}\n"
+        )
         env.stderr.flush()
         return exc.exit_code
     except KeyboardInterrupt:

@@ -89,13 +89,21 @@ def message_bytes(text: str) -> bytes:
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="say more on standard error")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error"
+    )
 
 
-def _add_address_options(parser: argparse.ArgumentParser, host_default: str | None, host_help: str) -> None:
+def _add_address_options(
+    parser: argparse.ArgumentParser, host_default: str | None, host_help: str
+) -> None:
     parser.add_argument("--host", default=host_default, help=host_help)
     parser.add_argument(
-        "-p", "--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+        "-p",
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT})",
     )
     family = parser.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
@@ -124,7 +132,9 @@ def add_server_options(parser: argparse.ArgumentParser, *, stream: bool) -> None
     add_common_options(parser)
 
 
-def add_client_options(parser: argparse.ArgumentParser, *, stream: bool, default_message: bytes) -> None:
+def add_client_options(
+    parser: argparse.ArgumentParser, *, stream: bool, default_message: bytes
+) -> None:
     _add_address_options(parser, DEFAULT_HOST, f"server host (default {DEFAULT_HOST})")
     parser.add_argument(
         "--unix",
@@ -138,7 +148,9 @@ def add_client_options(parser: argparse.ArgumentParser, *, stream: bool, default
         default=None,
         help=f"what to send (default {default_message.decode()!r})",
     )
-    parser.add_argument("--count", type=positive_int, default=1, help="send N messages, print N replies")
+    parser.add_argument(
+        "--count", type=positive_int, default=1, help="send N messages, print N replies"
+    )
     parser.add_argument(
         "-w", "--timeout", type=nonnegative_float, default=5.0, help="seconds to wait (default 5)"
     )

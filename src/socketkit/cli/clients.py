@@ -26,8 +26,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Send a datagram, print 'Received: <reply>'; resend on loss.",
     )
     add_client_options(udp, stream=False, default_message=UDP_MESSAGE)
-    udp.add_argument("--retries", type=nonnegative_int, default=2,
-                     help="resend this many times when no reply comes (default 2)")
+    udp.add_argument(
+        "--retries",
+        type=nonnegative_int,
+        default=2,
+        help="resend this many times when no reply comes (default 2)",
+    )
     udp.set_defaults(run=run_udp)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from ..server import SERVICES, Limits, ServerConfig, ServerLog, run_datagram_server, run_stream_server
+from ..server import (
+    SERVICES,
+    Limits,
+    ServerConfig,
+    ServerLog,
+    run_datagram_server,
+    run_stream_server,
+)
 from ._common import Env, add_server_options, nonnegative_float, positive_int, server_endpoint
 
 __all__ = ["add_parsers"]
@@ -34,7 +41,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> None:
-    parser.add_argument("--service", choices=SERVICES, default="hello", help="what to serve (default hello)")
+    parser.add_argument(
+        "--service", choices=SERVICES, default="hello", help="what to serve (default hello)"
+    )
     if stream:
         parser.add_argument(
             "--frame",
@@ -42,24 +51,59 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
             default=None,
             help="framing the service reads and writes (default: raw; hello: a line or what arrived)",
         )
-        parser.add_argument("--max-line", type=positive_int, default=None, metavar="N",
-                            help="largest line or frame accepted, in bytes")
-        parser.add_argument("--max-conns", type=positive_int, default=None, metavar="N",
-                            help="serve at most N clients at once (others wait)")
-        parser.add_argument("--idle-timeout", type=nonnegative_float, default=None, metavar="S",
-                            help="close a connection idle for S seconds")
-        parser.add_argument("--drain-timeout", type=nonnegative_float, default=5.0, metavar="S",
-                            help="at shutdown, let exchanges finish for S seconds (default 5)")
-        parser.add_argument("--backlog", type=positive_int, default=None, metavar="N",
-                            help="listen backlog (default: the system maximum; 5 with --once)")
+        parser.add_argument(
+            "--max-line",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="largest line or frame accepted, in bytes",
+        )
+        parser.add_argument(
+            "--max-conns",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="serve at most N clients at once (others wait)",
+        )
+        parser.add_argument(
+            "--idle-timeout",
+            type=nonnegative_float,
+            default=None,
+            metavar="S",
+            help="close a connection idle for S seconds",
+        )
+        parser.add_argument(
+            "--drain-timeout",
+            type=nonnegative_float,
+            default=5.0,
+            metavar="S",
+            help="at shutdown, let exchanges finish for S seconds (default 5)",
+        )
+        parser.add_argument(
+            "--backlog",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="listen backlog (default: the system maximum; 5 with --once)",
+        )
     else:
-        parser.add_argument("--max-size", type=positive_int, default=None, metavar="N",
-                            help="largest datagram accepted (default 65507)")
+        parser.add_argument(
+            "--max-size",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="largest datagram accepted (default 65507)",
+        )
 
 
 def _log(args: argparse.Namespace, env: Env) -> ServerLog:
-    return ServerLog(env.stdout, env.stderr, verbose=args.verbose,
-                     json_format=args.log_format == "json", quiet=args.quiet)
+    return ServerLog(
+        env.stdout,
+        env.stderr,
+        verbose=args.verbose,
+        json_format=args.log_format == "json",
+        quiet=args.quiet,
+    )
 
 
 def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
@@ -75,8 +119,11 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
         reply=args.reply,
         once=args.once,
         backlog=args.backlog,
-        limits=Limits(max_conns=args.max_conns, idle_timeout=args.idle_timeout,
-                      drain_timeout=args.drain_timeout),
+        limits=Limits(
+            max_conns=args.max_conns,
+            idle_timeout=args.idle_timeout,
+            drain_timeout=args.drain_timeout,
+        ),
         summary=args.verbose or not args.once,
     )
     run_stream_server(config, _log(args, env))

@@ -25,7 +25,7 @@ from ..framing import LineCodec
 from ..server._log import show_message
 from ..sync import connect, open_datagram_client
 
-__all__ = ["ClientConfig", "TCP_MESSAGE", "UDP_MESSAGE", "run_tcp_client", "run_udp_client"]
+__all__ = ["TCP_MESSAGE", "UDP_MESSAGE", "ClientConfig", "run_tcp_client", "run_udp_client"]
 
 TCP_MESSAGE = b"Hello from client"
 UDP_MESSAGE = b"Hello from UDP client"
@@ -46,7 +46,9 @@ class ClientConfig:
     max_reply_size: int = 64 * 1024
 
 
-def run_tcp_client(config: ClientConfig, out: TextIO, err: TextIO | None = None, *, verbose: bool = False) -> int:
+def run_tcp_client(
+    config: ClientConfig, out: TextIO, err: TextIO | None = None, *, verbose: bool = False
+) -> int:
     """Connect, send the message (``count`` times), print each reply; return 0.
 
     Raises:
@@ -56,7 +58,10 @@ def run_tcp_client(config: ClientConfig, out: TextIO, err: TextIO | None = None,
     message = TCP_MESSAGE if config.message is None else config.message
     reply_codec = LineCodec(config.max_reply_size)
     with connect(
-        config.endpoint, family=config.family, connect_timeout=config.timeout, timeout=config.timeout
+        config.endpoint,
+        family=config.family,
+        connect_timeout=config.timeout,
+        timeout=config.timeout,
     ) as conn:
         if verbose and err is not None:
             err.write(f"connected to {conn.peer} from {conn.local}\n")
@@ -76,7 +81,9 @@ def run_tcp_client(config: ClientConfig, out: TextIO, err: TextIO | None = None,
     return 0
 
 
-def run_udp_client(config: ClientConfig, out: TextIO, err: TextIO | None = None, *, verbose: bool = False) -> int:
+def run_udp_client(
+    config: ClientConfig, out: TextIO, err: TextIO | None = None, *, verbose: bool = False
+) -> int:
     """Send the datagram (``count`` times), print each reply; retry on loss; return 0.
 
     Raises:
@@ -84,7 +91,9 @@ def run_udp_client(config: ClientConfig, out: TextIO, err: TextIO | None = None,
         SocketTimeoutError: no reply after the retries.
     """
     message = UDP_MESSAGE if config.message is None else config.message
-    with open_datagram_client(config.endpoint, family=config.family, timeout=config.timeout) as dgram:
+    with open_datagram_client(
+        config.endpoint, family=config.family, timeout=config.timeout
+    ) as dgram:
         if verbose and err is not None:
             err.write(f"sending from {dgram.local} to {dgram.peer}\n")
         for _ in range(config.count):

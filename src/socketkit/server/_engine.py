@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import signal
 import socket
 import sys
@@ -249,9 +250,9 @@ class StreamEngine(ConnectionHost):
         factory = self.service.protocol_factory
         coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
         task = self._loop.create_task(coro)
-        task.add_done_callback(lambda t, s=sock: self._connect_done(t, s))
+        task.add_done_callback(functools.partial(self._connect_done, sock))
 
-    def _connect_done(self, task: asyncio.Task[object], sock: socket.socket) -> None:
+    def _connect_done(self, sock: socket.socket, task: asyncio.Task[object]) -> None:
         if task.cancelled() or task.exception() is not None:
             self.stats.errors += 1
             sock.close()
@@ -383,7 +384,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
     """
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
-    if sys.platform != "win32":
+    if hasattr(loop, "add_signal_handler") and sys.platform != "win32":  # POSIX loops
         for sig in signals:
             loop.add_signal_handler(sig, stop)
 

@@ -91,7 +91,9 @@ class ServerLog:
             self.out.write(text + "\n")
             self.out.flush()
 
-    def event(self, text: str, *, event: str = "event", verbose_only: bool = False, **fields: object) -> None:
+    def event(
+        self, text: str, event: str = "event", verbose_only: bool = False, **fields: object
+    ) -> None:
         """A one-line event on standard error (or a JSON event)."""
         if verbose_only and not self.verbose:
             return
@@ -138,7 +140,7 @@ class ServerLog:
 
     def warning(self, text: str, **fields: object) -> None:
         """Something the operator should know."""
-        self.event(f"warning: {text}", event="warning", **fields)
+        self.event(f"warning: {text}", "warning", False, **fields)
 
     def summary(self, stats: Stats) -> None:
         """The stats line at exit."""

@@ -6,6 +6,7 @@ the CLI only parses arguments into a ``ServerConfig``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ class ServerConfig:
     def make_service(self, *, datagram: bool) -> Service:
         codec = codec_by_name(self.frame, self.max_message_size) if self.frame else None
         default_reply = UDP_HELLO_REPLY if datagram else HELLO_REPLY
-        return Service(self.service, codec, reply=self.reply if self.reply is not None else default_reply)
+        return Service(
+            self.service, codec, reply=self.reply if self.reply is not None else default_reply
+        )
 
 
 def _where(sock: socket.socket, endpoint: Endpoint) -> str:
@@ -67,19 +70,25 @@ def run_stream_server(
     """
     service = config.make_service(datagram=False)
     sock = bind_socket(
-        config.endpoint, family=config.family, backlog=5 if config.once and config.backlog is None else config.backlog,
+        config.endpoint,
+        family=config.family,
+        backlog=5 if config.once and config.backlog is None else config.backlog,
         reuse_port=config.reuse_port,
     )
     limits = config.limits
     if config.once:
         limits.max_clients = 1
-    engine = StreamEngine([sock], service, limits=limits, log=log, accept_filter=config.accept_filter)
+    engine = StreamEngine(
+        [sock], service, limits=limits, log=log, accept_filter=config.accept_filter
+    )
 
     async def main() -> Stats:
         undo = install_signal_handlers(engine.stop) if handle_signals else None
         try:
             log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
-            log.listening(f"Server listening on {_where(sock, config.endpoint)}", address=str(config.endpoint))
+            log.listening(
+                f"Server listening on {_where(sock, config.endpoint)}", address=str(config.endpoint)
+            )
             if on_ready is not None:
                 on_ready(engine)
             return await engine.serve()
@@ -106,7 +115,9 @@ def run_datagram_server(
 ) -> Stats:
     """Serve a datagram (UDP or Unix datagram) service; ``--once``: one datagram."""
     service = config.make_service(datagram=True)
-    sock = bind_socket(config.endpoint, type=socket.SOCK_DGRAM, family=config.family, reuse_port=config.reuse_port)
+    sock = bind_socket(
+        config.endpoint, type=socket.SOCK_DGRAM, family=config.family, reuse_port=config.reuse_port
+    )
     engine = DatagramEngine(
         sock,
         service,
@@ -120,7 +131,10 @@ def run_datagram_server(
         undo = install_signal_handlers(engine.stop) if handle_signals else None
         try:
             log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
-            log.listening(f"UDP server listening on {_where(sock, config.endpoint)}", address=str(config.endpoint))
+            log.listening(
+                f"UDP server listening on {_where(sock, config.endpoint)}",
+                address=str(config.endpoint),
+            )
             if on_ready is not None:
                 on_ready(engine)
             return await engine.serve()
@@ -142,8 +156,5 @@ def _unlink_unix(endpoint: Endpoint) -> None:
     if isinstance(endpoint, UnixEndpoint) and not endpoint.path.startswith("@"):
         import os
 
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(endpoint.path)
-        except OSError:
-            pass
-

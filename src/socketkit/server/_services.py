@@ -327,7 +327,9 @@ class Service:
 
     NAMES: ClassVar[tuple[str, ...]] = ("hello", "echo", "discard", "chargen", "daytime")
 
-    def __init__(self, name: str, codec: Codec | None = None, *, reply: bytes = HELLO_REPLY) -> None:
+    def __init__(
+        self, name: str, codec: Codec | None = None, *, reply: bytes = HELLO_REPLY
+    ) -> None:
         if name not in self.NAMES:
             raise SocketkitError(f"unknown service {name!r}: choose {', '.join(self.NAMES)}")
         self.name = name

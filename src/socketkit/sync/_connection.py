@@ -120,7 +120,9 @@ class Connection:
 
     # -- receiving -------------------------------------------------------
 
-    def receive_some(self, max_bytes: int = RECEIVE_SIZE, *, timeout: TimeoutArg = DEFAULT) -> bytes:
+    def receive_some(
+        self, max_bytes: int = RECEIVE_SIZE, *, timeout: TimeoutArg = DEFAULT
+    ) -> bytes:
         """Return what has arrived, at most ``max_bytes``; ``b""`` at end of stream.
 
         Raises:
@@ -177,7 +179,9 @@ class Connection:
 
     # -- sending ---------------------------------------------------------
 
-    def send_all(self, data: bytes | bytearray | memoryview, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def send_all(
+        self, data: bytes | bytearray | memoryview, *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """Send every byte, looping over partial writes.
 
         Raises:

@@ -103,7 +103,7 @@ class DatagramSocket:
         where = format_sockaddr(address)
         self._check(data, where)
         try:
-            self._sock.sendto(data, address)  # type: ignore[arg-type]
+            self._sock.sendto(data, address)  # type: ignore[call-overload]
         except OSError as exc:
             raise translate_os_error(exc, phase="send", where=where) from exc
 
