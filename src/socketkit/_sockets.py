@@ -175,7 +175,7 @@ def bind_socket(
             raise
         except OSError as exc:
             sock.close()
-            where = str(endpoint) if endpoint.host else format_sockaddr(sockaddr)
+            where = str(endpoint) if endpoint.host else f"port {endpoint.port} on every interface"
             last = _bind_error(exc, where)
             if exc.errno == errno.EADDRINUSE:
                 break

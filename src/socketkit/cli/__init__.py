@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a ``UsageError``."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{self.prog}: error: {message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._sockets import bind_socket
+from .._sockets import bind_socket, local_name
 from ..address import Endpoint, InetEndpoint, UnixEndpoint
 from ..framing import codec_by_name
 from ._engine import DatagramEngine, Limits, StreamEngine, install_signal_handlers
@@ -87,7 +87,7 @@ def run_stream_server(
         try:
             log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
             log.listening(
-                f"Server listening on {_where(sock, config.endpoint)}", address=str(config.endpoint)
+                f"Server listening on {_where(sock, config.endpoint)}", address=local_name(sock)
             )
             if on_ready is not None:
                 on_ready(engine)
@@ -133,7 +133,7 @@ def run_datagram_server(
             log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
             log.listening(
                 f"UDP server listening on {_where(sock, config.endpoint)}",
-                address=str(config.endpoint),
+                address=local_name(sock),
             )
             if on_ready is not None:
                 on_ready(engine)

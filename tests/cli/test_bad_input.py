@@ -1,0 +1,135 @@
+"""Bad input: one line on stderr, the documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from helpers import run_cli
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["tcp-server", "-p", "70000"], 2, "invalid port 70000: must be from 0 to 65535"),
+        (["tcp-server", "-p", "abc"], 2, "invalid port 'abc': expected a number from 0 to 65535"),
+        (["udp-server", "-p=-1"], 2, "invalid port '-1'"),
+        (["tcp-client", "-p", "65536"], 2, "invalid port 65536"),
+        (["tcp-client", "--count", "0"], 2, "at least 1"),
+        (["tcp-client", "-w", "soon"], 2, "expected a number of seconds"),
+        (["tcp-server", "-4", "-6"], 2, "not allowed with argument"),
+        (["no-such-command"], 2, "invalid choice"),
+        ([], 2, "required: COMMAND"),
+    ],
+)
+def test_usage_errors(argv: list[str], code: int, text: str) -> None:
+    result = run_cli(*argv)
+    assert result.code == code
+    assert text in _one_line(result.err)
+
+
+def test_unknown_host() -> None:
+    result = run_cli("tcp-client", "--host", "no-such-host.invalid", "-w", "5")
+    assert result.code == 2
+    assert _one_line(result.err) == (
+        "socketkit: error: cannot resolve host 'no-such-host.invalid': no such host"
+    )
+
+
+def _closed_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_connection_refused() -> None:
+    port = _closed_port()
+    result = run_cli("tcp-client", "-p", str(port), "-w", "5")
+    assert result.code == 3
+    assert _one_line(result.err) == (
+        f"socketkit: error: connection refused by 127.0.0.1:{port} (is a server listening?)"
+    )
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("tcp-server", "--host", "127.0.0.1", "-p", str(port), "--once")
+    assert result.code == 4
+    assert _one_line(result.err) == (
+        f"socketkit: error: address already in use: 127.0.0.1:{port} "
+        "(another server is running there?)"
+    )
+
+
+def test_udp_port_in_use() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = run_cli("udp-server", "--host", "127.0.0.1", "-p", str(port), "--once")
+    assert result.code == 4
+    assert "address already in use" in _one_line(result.err)
+
+
+def test_udp_server_absent_after_retries() -> None:
+    port = _closed_port(socket.SOCK_DGRAM)
+    result = run_cli("udp-client", "-p", str(port), "-w", "0.2", "--retries", "2")
+    assert result.code in (5, 6)  # timed out, or ICMP port unreachable on every try
+    line = _one_line(result.err)
+    assert f"127.0.0.1:{port}" in line
+    assert "after 3 tries" in line
+
+
+def test_udp_message_too_large() -> None:
+    result = run_cli("udp-client", "-p", "9", "-m", "x" * 70000)
+    assert result.code == 7
+    assert _one_line(result.err) == (
+        "socketkit: error: message of 70000 bytes is larger than one datagram to "
+        "127.0.0.1:9 can carry (65507 bytes at most)"
+    )
+
+
+@pytest.mark.parametrize("command", ["tcp-server", "udp-server"])
+def test_unix_path_unusable(command: str, tmp_path: object) -> None:
+    path = f"{tmp_path}/missing-dir/sock"
+    result = run_cli(command, "--unix", path, "--once")
+    assert result.code == 4
+    assert _one_line(result.err) == (
+        f"socketkit: error: cannot bind unix:{path}: no such file or directory"
+    )
+
+
+def test_unix_path_is_a_regular_file(tmp_path: object) -> None:
+    path = f"{tmp_path}/file"
+    with open(path, "w") as f:
+        f.write("not a socket")
+    result = run_cli("tcp-server", "--unix", path, "--once")
+    assert result.code == 4
+    assert "a file that is not a socket is there" in _one_line(result.err)
+
+
+def test_unix_client_nothing_there(tmp_path: object) -> None:
+    result = run_cli("tcp-client", "--unix", f"{tmp_path}/nothing")
+    assert result.code == 3
+    assert "is a server listening?" in _one_line(result.err)
+
+
+def test_traceback_flag_shows_more() -> None:
+    port = _closed_port()
+    result = run_cli("tcp-client", "-p", str(port), "--traceback")
+    assert result.code == 3
+    assert "Traceback" in result.err
+    assert result.err.strip().endswith("(is a server listening?)")
