@@ -127,6 +127,7 @@ def bind_socket(
     family: int = socket.AF_UNSPEC,
     backlog: int | None = None,
     reuse_port: bool = False,
+    listen: bool = True,
 ) -> socket.socket:
     """Create a socket bound to ``endpoint``; stream sockets are also listening.
 
@@ -137,6 +138,7 @@ def bind_socket(
         family: AF_UNSPEC, AF_INET or AF_INET6.
         backlog: listen() backlog; None means the system maximum.
         reuse_port: set SO_REUSEPORT so several processes share the port.
+        listen: call listen() on a stream socket (False only reserves the port).
 
     Raises:
         ListenError: the address is in use, not local, or not permitted.
@@ -149,7 +151,7 @@ def bind_socket(
         sock = socket.socket(socket.AF_UNIX, type)
         try:
             sock.bind(endpoint.sockaddr)
-            if type == socket.SOCK_STREAM:
+            if type == socket.SOCK_STREAM and listen:
                 sock.listen(listen_backlog(backlog))
         except OSError as exc:
             sock.close()
@@ -168,7 +170,7 @@ def bind_socket(
             if fam == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
             sock.bind(sockaddr)
-            if type == socket.SOCK_STREAM:
+            if type == socket.SOCK_STREAM and listen:
                 sock.listen(listen_backlog(backlog))
         except SocketkitError:
             sock.close()

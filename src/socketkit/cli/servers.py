@@ -86,6 +86,18 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
             metavar="N",
             help="listen backlog (default: the system maximum; 5 with --once)",
         )
+        parser.add_argument(
+            "--workers",
+            type=positive_int,
+            default=1,
+            metavar="N",
+            help="N processes share the port (SO_REUSEPORT; Linux and FreeBSD)",
+        )
+        parser.add_argument(
+            "--proxy-protocol",
+            action="store_true",
+            help="expect a PROXY protocol v1/v2 header (behind HAProxy and the like)",
+        )
     else:
         parser.add_argument(
             "--max-size",
@@ -110,6 +122,8 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
     endpoint, family = server_endpoint(args)
     if args.max_line is not None and args.frame is None and args.service not in ("hello",):
         raise UsageError("--max-line needs --frame line or --frame u32")
+    if args.once and args.workers > 1:
+        raise UsageError("--once serves one client: it cannot be combined with --workers")
     config = ServerConfig(
         endpoint=endpoint,
         family=family,
@@ -119,6 +133,8 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
         reply=args.reply,
         once=args.once,
         backlog=args.backlog,
+        workers=args.workers,
+        proxy_protocol=args.proxy_protocol,
         limits=Limits(
             max_conns=args.max_conns,
             idle_timeout=args.idle_timeout,

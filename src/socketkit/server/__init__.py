@@ -5,6 +5,7 @@
 """
 
 from ._engine import DatagramEngine, Limits, StreamEngine
+from ._handler import Handler
 from ._log import ServerLog, Stats
 from ._loop import loop_name, run
 from ._run import ServerConfig, run_datagram_server, run_stream_server
@@ -14,6 +15,7 @@ __all__ = [
     "SERVICES",
     "ConnectionProtocol",
     "DatagramEngine",
+    "Handler",
     "Limits",
     "ServerConfig",
     "ServerLog",

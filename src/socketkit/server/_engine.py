@@ -77,11 +77,26 @@ class Limits:
 class ConnectionHost:
     """What a connection's protocol sees of the engine that runs it."""
 
-    def __init__(self, log: ServerLog, stats: Stats) -> None:
+    def __init__(
+        self,
+        log: ServerLog,
+        stats: Stats,
+        *,
+        accept_filter: Callable[[object], str | None] | None = None,
+        proxy_protocol: bool = False,
+    ) -> None:
         self.log = log
         self.stats = stats
         self.connections: set[ConnectionProtocol] = set()
+        #: Decides who may connect: returns None to admit an address, or why not.
+        self.accept_filter = accept_filter
+        #: Connections start with a PROXY protocol header naming the real client.
+        self.proxy_protocol = proxy_protocol
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def refusal(self, address: object) -> str | None:
+        """Why ``address`` may not connect, or None when it may."""
+        return None if self.accept_filter is None else self.accept_filter(address)
 
     def now(self) -> float:
         assert self._loop is not None
@@ -117,12 +132,14 @@ class StreamEngine(ConnectionHost):
         limits: Limits | None = None,
         log: ServerLog | None = None,
         accept_filter: Callable[[object], str | None] | None = None,
+        proxy_protocol: bool = False,
     ) -> None:
-        super().__init__(log or ServerLog(), Stats())
+        super().__init__(
+            log or ServerLog(), Stats(), accept_filter=accept_filter, proxy_protocol=proxy_protocol
+        )
         self.listeners = listeners
         self.service = service
         self.limits = limits or Limits()
-        self.accept_filter = accept_filter
         self._accepting = False
         self._stopping = False
         self._accepted_total = 0
@@ -225,11 +242,12 @@ class StreamEngine(ConnectionHost):
                     self._backoff = min(self._backoff * 2, ACCEPT_BACKOFF_MAX)
                     return
                 raise
-            if self.accept_filter is not None:
-                refusal = self.accept_filter(addr)
+            # Behind a balancer the address to judge arrives in the PROXY header.
+            if not self.proxy_protocol:
+                refusal = self.refusal(addr)
                 if refusal is not None:
                     self.stats.refused += 1
-                    self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", event="refused")
+                    self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
                     sock.close()
                     continue
             self._accepted_total += 1

@@ -35,10 +35,19 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, int | float]:
-        """The counters as a dict, with the uptime in seconds."""
+        """The counters as a dict, with the uptime in seconds (zero datagram or
+        connection counters left out, whichever kind of server this was)."""
         data = asdict(self)
         data.pop("started")
         data.pop("active")
+        unused = (
+            ("connections", "peak_active")
+            if self.datagrams_in
+            else ("datagrams_in", "datagrams_out")
+        )
+        for key in unused:
+            if not data[key]:
+                data.pop(key)
         data["seconds"] = round(time.monotonic() - self.started, 3)
         return data
 
@@ -77,9 +86,13 @@ class ServerLog:
         self.verbose = verbose
         self.json_format = json_format
         self.quiet = quiet
+        #: Prefix of event lines, e.g. ``worker 1`` (empty: none).
+        self.label = ""
 
     def _json(self, event: str, **fields: object) -> None:
         record = {"ts": round(time.time(), 6), "event": event, **fields}
+        if self.label:
+            record["worker"] = self.label
         self.out.write(json.dumps(record, default=str) + "\n")
         self.out.flush()
 
@@ -100,7 +113,7 @@ class ServerLog:
         if self.json_format:
             self._json(event, text=text, **fields)
         else:
-            self.err.write(text + "\n")
+            self.err.write(f"{self.label}: {text}\n" if self.label else text + "\n")
             self.err.flush()
 
     def listening(self, text: str, **fields: object) -> None:
@@ -149,5 +162,4 @@ class ServerLog:
             self._json("summary", **data)
         else:
             text = ", ".join(f"{k} {v}" for k, v in data.items())
-            self.err.write(f"summary: {text}\n")
-            self.err.flush()
+            self.event(f"summary: {text}", "summary")

@@ -1,20 +1,23 @@
 """Running a server from its settings: bind, announce, serve, summarise.
 
 This is what ``socketkit tcp-server`` and ``udp-server`` (and the demo) call:
-the CLI only parses arguments into a ``ServerConfig``.
+the CLI only parses arguments into a ``ServerConfig``. ``workers`` > 1 hands
+over to ``_workers.run_workers``, which runs this same code in each worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .._sockets import bind_socket, local_name
 from ..address import Endpoint, InetEndpoint, UnixEndpoint
 from ..framing import codec_by_name
 from ._engine import DatagramEngine, Limits, StreamEngine, install_signal_handlers
+from ._handler import Handler, handler_factory
 from ._log import ServerLog, Stats
 from ._loop import loop_name, run
 from ._services import HELLO_REPLY, Service
@@ -27,7 +30,25 @@ UDP_HELLO_REPLY = b"Message received"
 
 @dataclass(slots=True)
 class ServerConfig:
-    """Everything a server command needs, already validated."""
+    """Everything a server needs, already validated.
+
+    Attributes:
+        endpoint: where to listen (host None: every interface, dual stack).
+        family: AF_UNSPEC, AF_INET or AF_INET6.
+        service: a built-in service name (ignored when ``handler`` is set).
+        frame: the framing the service uses: raw, line, u32, lecture.
+        max_message_size: the largest line, frame or datagram accepted.
+        reply: the hello service's answer (default: the lecture's).
+        once: one client (TCP) or one datagram (UDP), then exit.
+        backlog: listen() backlog (None: the system maximum; 5 with ``once``).
+        reuse_port: share the port with other processes (SO_REUSEPORT).
+        workers: processes serving the port together (stream servers).
+        limits: connection limits and timeouts.
+        summary: log the stats line at exit.
+        accept_filter: returns why an address may not connect, or None.
+        proxy_protocol: expect a PROXY protocol header on every connection.
+        handler: a coroutine serving each connection (instead of ``service``).
+    """
 
     endpoint: Endpoint = field(default_factory=lambda: InetEndpoint(None, 8080))
     family: int = socket.AF_UNSPEC
@@ -38,11 +59,17 @@ class ServerConfig:
     once: bool = False
     backlog: int | None = None
     reuse_port: bool = False
+    workers: int = 1
     limits: Limits = field(default_factory=Limits)
     summary: bool = True
     accept_filter: Callable[[object], str | None] | None = None
+    proxy_protocol: bool = False
+    handler: Handler | None = None
 
     def make_service(self, *, datagram: bool) -> Service:
+        """The service these settings describe."""
+        if self.handler is not None and not datagram:
+            return Service("handler", protocol_factory=handler_factory(self.handler))
         codec = codec_by_name(self.frame, self.max_message_size) if self.frame else None
         default_reply = UDP_HELLO_REPLY if datagram else HELLO_REPLY
         return Service(
@@ -62,33 +89,46 @@ def run_stream_server(
     *,
     on_ready: Callable[[StreamEngine], None] | None = None,
     handle_signals: bool = True,
+    announce: bool = True,
 ) -> Stats:
-    """Serve a stream (TCP or Unix) service until a signal or ``--once`` is done.
+    """Serve a stream (TCP or Unix) service until a signal or ``once`` is done.
 
     Prints ``Server listening on port N`` (the lecture's line, with the real
     port after binding port 0) once clients can connect.
+
+    Raises:
+        ListenError: the address cannot be bound.
     """
+    if config.workers > 1:
+        from ._workers import run_workers
+
+        return run_workers(config, log)
     service = config.make_service(datagram=False)
+    backlog = 5 if config.once and config.backlog is None else config.backlog
     sock = bind_socket(
-        config.endpoint,
-        family=config.family,
-        backlog=5 if config.once and config.backlog is None else config.backlog,
-        reuse_port=config.reuse_port,
+        config.endpoint, family=config.family, backlog=backlog, reuse_port=config.reuse_port
     )
-    limits = config.limits
+    limits = replace(config.limits)
     if config.once:
         limits.max_clients = 1
     engine = StreamEngine(
-        [sock], service, limits=limits, log=log, accept_filter=config.accept_filter
+        [sock],
+        service,
+        limits=limits,
+        log=log,
+        accept_filter=config.accept_filter,
+        proxy_protocol=config.proxy_protocol,
     )
 
     async def main() -> Stats:
         undo = install_signal_handlers(engine.stop) if handle_signals else None
         try:
-            log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
-            log.listening(
-                f"Server listening on {_where(sock, config.endpoint)}", address=local_name(sock)
-            )
+            log.event(f"event loop: {loop_name()}", "loop", True)
+            if announce:
+                log.listening(
+                    f"Server listening on {_where(sock, config.endpoint)}",
+                    address=local_name(sock),
+                )
             if on_ready is not None:
                 on_ready(engine)
             return await engine.serve()
@@ -113,10 +153,13 @@ def run_datagram_server(
     on_ready: Callable[[DatagramEngine], None] | None = None,
     handle_signals: bool = True,
 ) -> Stats:
-    """Serve a datagram (UDP or Unix datagram) service; ``--once``: one datagram."""
+    """Serve a datagram (UDP or Unix datagram) service; ``once``: one datagram."""
     service = config.make_service(datagram=True)
     sock = bind_socket(
-        config.endpoint, type=socket.SOCK_DGRAM, family=config.family, reuse_port=config.reuse_port
+        config.endpoint,
+        type=socket.SOCK_DGRAM,
+        family=config.family,
+        reuse_port=config.reuse_port,
     )
     engine = DatagramEngine(
         sock,
@@ -130,7 +173,7 @@ def run_datagram_server(
     async def main() -> Stats:
         undo = install_signal_handlers(engine.stop) if handle_signals else None
         try:
-            log.event(f"event loop: {loop_name()}", event="loop", verbose_only=True)
+            log.event(f"event loop: {loop_name()}", "loop", True)
             log.listening(
                 f"UDP server listening on {_where(sock, config.endpoint)}",
                 address=local_name(sock),
@@ -154,7 +197,5 @@ def run_datagram_server(
 
 def _unlink_unix(endpoint: Endpoint) -> None:
     if isinstance(endpoint, UnixEndpoint) and not endpoint.path.startswith("@"):
-        import os
-
         with contextlib.suppress(OSError):
             os.unlink(endpoint.path)

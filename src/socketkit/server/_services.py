@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from ..address import format_sockaddr
 from ..errors import FramingError, SocketkitError
 from ..framing import Codec, LectureCodec, ReceiveBuffer
+from ..framing.proxy import maybe_parse_proxy_header
 
 if TYPE_CHECKING:
     from ._engine import ConnectionHost
@@ -72,6 +74,7 @@ class ConnectionProtocol(asyncio.Protocol):
     """Bookkeeping shared by every service's connections."""
 
     __slots__ = (
+        "_proxy",
         "bytes_in",
         "bytes_out",
         "closing_reason",
@@ -91,6 +94,9 @@ class ConnectionProtocol(asyncio.Protocol):
         self.last_active = 0.0
         self.writing_paused = False
         self.closing_reason: str | None = None
+        # Bytes of a PROXY protocol header still being read; None once done
+        # (or when the server does not expect one).
+        self._proxy: ReceiveBuffer | None = None
 
     # asyncio callbacks ---------------------------------------------------
 
@@ -102,7 +108,39 @@ class ConnectionProtocol(asyncio.Protocol):
         self.peer = self.host.peer_of(transport)
         self.last_active = self.host.now()
         self.host.opened(self)
+        if self.host.proxy_protocol:
+            self._proxy = ReceiveBuffer()
+        else:
+            self._begin()
+
+    def _begin(self) -> None:
+        self.host.log.event(f"{self.peer}: connected", "connected", True, peer=self.peer)
         self.started()
+
+    def _read_proxy_header(self, data: bytes) -> bytes | None:
+        """Take the PROXY header off the front; return the bytes after it, if any."""
+        buffer = self._proxy
+        assert buffer is not None
+        buffer.feed(data)
+        try:
+            header = maybe_parse_proxy_header(buffer)
+        except FramingError as exc:
+            self.abort(str(exc), error=True)
+            return None
+        if header is None:
+            return None
+        self._proxy = None
+        if header.source is not None:
+            via = self.peer
+            self.peer = format_sockaddr(header.source)
+            refusal = self.host.refusal(header.source)
+            if refusal is not None:
+                self.host.stats.refused += 1
+                self.abort(f"refused: {refusal} (via {via})")
+                return None
+        self._begin()
+        rest = buffer.extract_all()
+        return rest or None
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self.closing_reason
@@ -126,6 +164,11 @@ class ConnectionProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.last_active = self.host.now()
+        if self._proxy is not None:
+            rest = self._read_proxy_header(data)
+            if rest is None or self.transport is None:
+                return
+            data = rest
         try:
             self.received(data)
         except FramingError as exc:
@@ -328,14 +371,20 @@ class Service:
     NAMES: ClassVar[tuple[str, ...]] = ("hello", "echo", "discard", "chargen", "daytime")
 
     def __init__(
-        self, name: str, codec: Codec | None = None, *, reply: bytes = HELLO_REPLY
+        self,
+        name: str,
+        codec: Codec | None = None,
+        *,
+        reply: bytes = HELLO_REPLY,
+        protocol_factory: ProtocolFactory | None = None,
     ) -> None:
-        if name not in self.NAMES:
+        if protocol_factory is None and name not in self.NAMES:
             raise SocketkitError(f"unknown service {name!r}: choose {', '.join(self.NAMES)}")
         self.name = name
         self.codec = codec
         self.reply = reply
-        self.protocol_factory = self._make_factory()
+        #: Makes the protocol of each new connection (given the engine).
+        self.protocol_factory = protocol_factory or self._make_factory()
 
     def _make_factory(self) -> ProtocolFactory:
         codec = self.codec
