@@ -131,6 +131,23 @@ def _check_host(host: str, original: str) -> str:
     return host
 
 
+def _is_ipv6(host: str) -> bool:
+    """True for an IPv6 literal, with an optional zone (``fe80::1%eth0``).
+
+    A zone names an interface (RFC 4007 section 11): never empty, and never
+    holding whitespace, "/" or brackets, which would also break the
+    ``[ADDR]:PORT`` form the endpoint is written back in.
+    """
+    address, percent, zone = host.partition("%")
+    if percent and (not zone or any(c.isspace() or c in "/[]" for c in zone)):
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_endpoint(
     text: str,
     *,
@@ -164,12 +181,8 @@ def parse_endpoint(
             raise AddressError(f"invalid address {original!r}: missing ']' after IPv6 address")
         host = text[1:close]
         rest = text[close + 1 :]
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            raise AddressError(
-                f"invalid address {original!r}: {host!r} is not an IPv6 address"
-            ) from None
+        if not _is_ipv6(host):
+            raise AddressError(f"invalid address {original!r}: {host!r} is not an IPv6 address")
         if not rest:
             if default_port is None:
                 raise AddressError(f"invalid address {original!r}: missing ':PORT'")
@@ -179,13 +192,7 @@ def parse_endpoint(
         return InetEndpoint(host, parse_port(rest[1:]))
     if text.count(":") > 1:
         # An unbracketed IPv6 literal: only valid alone, with a default port.
-        try:
-            ipaddress.IPv6Address(text.split("%", 1)[0])
-        except ValueError:
-            raise AddressError(
-                f"invalid address {original!r}: write IPv6 with a port as [ADDR]:PORT"
-            ) from None
-        if default_port is None:
+        if not _is_ipv6(text) or default_port is None:
             raise AddressError(
                 f"invalid address {original!r}: write IPv6 with a port as [ADDR]:PORT"
             )
@@ -197,6 +204,10 @@ def parse_endpoint(
         return InetEndpoint(_check_host(host, original), parse_port(port))
     if default_port is None:
         raise AddressError(f"invalid address {original!r}: missing ':PORT'")
+    if text == "*":
+        # "*" alone means every interface, as in "*:PORT"; kept as a host it
+        # would format as "*:PORT" and so read back as a different endpoint.
+        return InetEndpoint(None, default_port)
     return InetEndpoint(_check_host(text, original), default_port)
 
 
