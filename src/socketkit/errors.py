@@ -207,12 +207,14 @@ def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitErro
             )
         return ListenError(f"cannot {phase} on {where}: {_strerror(exc)}", errno=code)
     if code == _errno.EMSGSIZE:
-        return MessageTooLargeError(
+        too_large = MessageTooLargeError(
             f"message too large for one datagram to {where}",
             size=None,
             limit=0,
             remote=False,
         )
+        too_large.errno = code  # FramingError's constructor takes no errno
+        return too_large
     if code in (_errno.ECONNREFUSED,):
         return BrokenError(
             f"{phase}: {where} refused the datagram (is a server listening?)", errno=code
