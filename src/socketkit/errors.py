@@ -10,6 +10,7 @@ once, prints ``str(exc)`` and exits with ``exc.exit_code``::
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
     ├── ConnectError (ConnectionError)  exit 3   refused, unreachable
+    │   └── TLSError                    exit 3   TLS handshake or certificate verification failed
     ├── ListenError                     exit 4   address in use, permission, bad path
     ├── SocketTimeoutError (TimeoutError) exit 5 per phase: connect, send, receive, accept
     ├── ClosedError                     exit 1   *you* closed it and used it again
@@ -38,6 +39,7 @@ __all__ = [
     "MessageTooLargeError",
     "SocketTimeoutError",
     "SocketkitError",
+    "TLSError",
     "UnsupportedError",
     "UsageError",
     "translate_os_error",
@@ -78,6 +80,10 @@ class ConnectError(SocketkitError, ConnectionError):
     """A connection could not be made: refused, unreachable, reset during connect."""
 
     exit_code = 3
+
+
+class TLSError(ConnectError):
+    """A TLS handshake failed: certificate verification, protocol mismatch, alert."""
 
 
 class ListenError(SocketkitError):

@@ -25,7 +25,7 @@ import sys
 from typing import NoReturn, TextIO
 
 from ..errors import SocketkitError, UsageError
-from . import clients, demo, servers
+from . import clients, demo, netcat, relay, servers
 from ._common import Env
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (servers, clients, demo):
+    for module in (servers, clients, demo, netcat, relay):
         module.add_parsers(sub)
     return parser
 

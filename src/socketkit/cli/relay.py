@@ -1,0 +1,159 @@
+"""``socketkit relay A B``: a two-way pump between any two addresses (socat-style).
+
+Addresses use ``socketkit.relay``'s grammar: tcp:HOST:PORT,
+tcp-listen:PORT, udp:HOST:PORT, udp-listen:PORT, unix:PATH,
+unix-listen:PATH, tls:HOST:PORT, tls-listen:PORT, stdio (or -),
+exec:CMD, with ``,fork`` and the other options after a comma. TLS options
+on the command line apply to every tls/tls-listen address; options written
+in the address (``tls:h:443,cafile=ca.pem``) take precedence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ..errors import AddressError, UsageError
+from ..relay import (
+    AccessList,
+    ExecCommand,
+    HexDumper,
+    Log,
+    OpenOptions,
+    PumpOptions,
+    RelayAddress,
+    RelaySettings,
+    Terminated,
+    parse_relay_address,
+    run_relay,
+    terminate_cleanly,
+)
+from ..tls import TLSSettings, add_tls_arguments, client_context, server_context, settings_from_args
+from ._common import Env, nonnegative_float, positive_int
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "relay",
+        help="relay between two addresses (tcp, udp, unix, tls, stdio, exec), both ways",
+        description="Copy data both ways between two addresses until both directions end. "
+        "Kinds: tcp:HOST:PORT tcp-listen:[HOST:]PORT udp:HOST:PORT udp-listen:[HOST:]PORT "
+        "unix:PATH unix-listen:PATH tls:HOST:PORT tls-listen:[HOST:]PORT stdio exec:CMD; "
+        "options after commas: fork, 4, 6, backlog=N, cert=, key=, cafile=, verify=0|1, "
+        "sni=, alpn=, self-signed. -v prints 'listening on port N' when ready.",
+    )
+    p.add_argument("first", metavar="A", help="first address (e.g. tcp-listen:8080,fork)")
+    p.add_argument("second", metavar="B", help="second address (e.g. tcp:127.0.0.1:80)")
+    p.add_argument("-k", "--keep-open", action="store_true", help="same as ',fork' on the listener")
+    p.add_argument(
+        "-m", "--max-conns", type=positive_int, metavar="N", help="at most N connections at once"
+    )
+    p.add_argument(
+        "-w",
+        "--wait",
+        type=nonnegative_float,
+        metavar="SECS",
+        help="connect timeout, and idle timeout per connection",
+    )
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="allow only these"
+    )
+    p.add_argument(
+        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
+    )
+    p.add_argument("--hex-dump", metavar="FILE", help="write a hex dump of the traffic to FILE")
+    p.add_argument("-x", action="store_true", dest="hex_stderr", help="hex dump to stderr")
+    p.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="copy through user-space buffers even where splice(2) could be used",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="say more on standard error")
+    p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    add_tls_arguments(p, "both")
+    p.set_defaults(run=run_relay_command)
+
+
+def _tls_settings(base: TLSSettings, addr: RelayAddress) -> TLSSettings:
+    alpn = addr.get("alpn")
+    verify = addr.get("verify")
+    return dataclasses.replace(
+        base,
+        certfile=addr.get("cert") or base.certfile,
+        keyfile=addr.get("key") or base.keyfile,
+        cafile=addr.get("cafile") or base.cafile,
+        verify=base.verify if verify is None else verify == "1",
+        server_name=addr.get("sni") or base.server_name,
+        alpn=tuple(a for a in alpn.split(":") if a) if alpn else base.alpn,
+        self_signed=base.self_signed or addr.has("self-signed"),
+    )
+
+
+def run_relay_command(args: argparse.Namespace, env: Env) -> int:
+    a = parse_relay_address(args.first)
+    b_addr = parse_relay_address(args.second)
+    b: RelayAddress | ExecCommand = b_addr
+    if b_addr.kind == "exec":
+        b = ExecCommand(b_addr.argv)
+    if a.kind == "exec":
+        if b_addr.kind == "exec":
+            raise UsageError("relay: at most one side can be exec:")
+        a, b = b_addr, ExecCommand(a.argv)
+    if isinstance(b, ExecCommand):
+        b.check()
+    log = Log(env.stderr, verbose=args.verbose)
+    opts = OpenOptions(log=log, connect_timeout=args.wait or None)
+    base = settings_from_args(args)
+    sides = [a] + ([b] if isinstance(b, RelayAddress) else [])
+    tls_sides = [s for s in sides if s.transport == "tls"]
+    if not tls_sides and (args.cert or args.ca_file or args.insecure or args.self_signed):
+        raise UsageError("TLS options need a tls: or tls-listen: address")
+    for side in tls_sides:
+        tls_settings = _tls_settings(base, side)
+        if side.listener:
+            opts.tls_server = server_context(tls_settings, info=env.stderr)
+        else:
+            opts.tls_client = client_context(tls_settings, warn=env.stderr)
+            opts.server_hostname = tls_settings.server_name
+    try:
+        access = AccessList.from_strings(args.allow, args.deny)
+    except AddressError as exc:
+        raise UsageError(str(exc)) from exc
+    pump_opts = PumpOptions(idle_timeout=args.wait or None, splice=not args.no_splice)
+    if args.hex_dump or args.hex_stderr:
+        try:
+            stream = open(args.hex_dump, "a", encoding="ascii") if args.hex_dump else env.stderr  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"--hex-dump: cannot open {args.hex_dump}: {exc.strerror}") from exc
+        dumper = HexDumper()
+
+        def observe(direction: str, data: bytes) -> None:
+            stream.write(dumper.feed(direction, data))
+            stream.flush()
+
+        pump_opts.observer = observe
+    listeners = [s for s in sides if s.listener]
+    keep_open = args.keep_open or any(s.fork for s in listeners)
+    if keep_open:
+        if not listeners:
+            raise UsageError("-k/fork needs a listening address (tcp-listen:, unix-listen:, ...)")
+        if len(listeners) > 1:
+            raise UsageError("fork: only one side can listen when serving many connections")
+        other = b if a.listener else a
+        if isinstance(other, RelayAddress) and other.kind == "stdio":
+            raise UsageError("fork: standard input/output cannot be shared by many connections")
+    settings = RelaySettings(
+        open=opts,
+        pump=pump_opts,
+        keep_open=keep_open,
+        max_conns=args.max_conns,
+        access=access,
+    )
+    try:
+        with terminate_cleanly():
+            return run_relay(a, b, settings)
+    except Terminated:
+        log.info("terminated")
+        return 0

@@ -1,0 +1,279 @@
+"""Channels: the two ends a pump moves bytes between.
+
+A channel is a byte source and a byte sink with a way to say "no more from
+me" (``shutdown_write``, the half-close) and a way to wake whatever thread
+is blocked on it (``abort``). The pump needs nothing else, so one pump
+serves connect, listen, relay and exec.
+
+Invariants:
+- ``read_into`` returns 0 only at end of stream; datagram channels never do
+  (UDP has no end of stream), and skip empty datagrams.
+- ``write_all`` writes every byte or raises; a datagram channel writes one
+  datagram per call (so the pump never hands it more than ``max_write``).
+- ``splice_fd`` is set only where splice(2) may be used: a plain stream
+  socket (or pipe) on Linux. TLS and datagrams never splice.
+- ``stays_open``: reading may block forever with no end of stream
+  (standard input on a terminal). A pump does not wait for such a source
+  once every other direction has ended, as netcat exits when the peer closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+
+__all__ = [
+    "Channel",
+    "DatagramChannel",
+    "PipeChannel",
+    "SocketChannel",
+    "StdioChannel",
+    "TLSChannel",
+]
+
+#: Largest UDP payload over IPv4 (65535 - 20 IP header - 8 UDP header).
+MAX_DATAGRAM = 65507
+
+_SPLICE = hasattr(os, "splice") and sys.platform.startswith("linux")
+
+
+class Channel:
+    """Base class: one end of a pump. Subclasses override the I/O methods."""
+
+    name: str = "?"
+    splice_fd: int | None = None
+    max_write: int = 1 << 30
+    stays_open: bool = False
+
+    def read_into(self, buf: memoryview) -> int:
+        raise NotImplementedError
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        raise NotImplementedError
+
+    def shutdown_write(self) -> None:
+        """Tell the peer nothing more will come (half-close); reading goes on."""
+
+    def abort(self) -> None:
+        """Wake any thread blocked on this channel; it then sees end of stream or an error."""
+
+    def close(self) -> None:
+        """Release the channel; safe to call twice."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class SocketChannel(Channel):
+    """A connected stream socket (TCP or Unix)."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self._closed = False
+        if _SPLICE and sock.type == socket.SOCK_STREAM and not isinstance(sock, ssl.SSLSocket):
+            self.splice_fd = sock.fileno()
+
+    def read_into(self, buf: memoryview) -> int:
+        return self.sock.recv_into(buf)
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        self.sock.sendall(data)
+
+    def shutdown_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.sock.close()
+
+
+class DatagramChannel(Channel):
+    """A connected datagram socket (UDP): one read is one datagram, no end of stream.
+
+    ``pending`` is a datagram already received (by a listener that waited
+    for its first peer); it is returned by the first read.
+    """
+
+    max_write = MAX_DATAGRAM
+    stays_open = True
+
+    def __init__(self, sock: socket.socket, name: str, pending: bytes = b"") -> None:
+        self.sock = sock
+        self.name = name
+        self._pending = pending
+        self._aborted = False
+        self._closed = False
+
+    def read_into(self, buf: memoryview) -> int:
+        if self._pending:
+            n = min(len(buf), len(self._pending))
+            buf[:n] = self._pending[:n]
+            self._pending = b""
+            return n
+        while True:
+            if self._aborted:
+                return 0
+            n = self.sock.recv_into(buf)
+            if n or self._aborted:
+                return n
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        self.sock.send(data)
+
+    def abort(self) -> None:
+        self._aborted = True
+        # shutdown() wakes a blocked recv on Linux; elsewhere a zero-length
+        # datagram to ourselves would be needed, and the reader thread is a daemon.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.sock.close()
+
+
+class StdioChannel(Channel):
+    """This process's standard input and output, as raw file descriptors (binary-safe)."""
+
+    name = "stdio"
+    stays_open = True
+
+    def __init__(self, read_fd: int = 0, write_fd: int = 1) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    def read_into(self, buf: memoryview) -> int:
+        return os.readv(self.read_fd, [buf])
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.write_fd, view)
+            view = view[n:]
+
+
+class PipeChannel(Channel):
+    """A child process's standard output (read) and standard input (write).
+
+    The portable way to run a program on a connection (and the only one on
+    Windows, where a socket cannot be a child's standard input).
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], name: str) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.name = name
+        self._in = proc.stdin
+        self._out = proc.stdout
+
+    def read_into(self, buf: memoryview) -> int:
+        return self._out.readinto(buf)  # type: ignore[attr-defined,no-any-return]
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        self._in.write(data)
+        self._in.flush()
+
+    def shutdown_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self._in.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def close(self) -> None:
+        for stream in (self._in, self._out):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class TLSChannel(Channel):
+    """A TLS connection that two pump threads may use at once.
+
+    An ``SSLSocket`` must not run SSL_read and SSL_write concurrently, so the
+    socket is non-blocking, every TLS call is made under one lock, and a
+    thread that must wait polls the descriptor *outside* the lock.
+    Half-close sends the TLS close_notify and then shuts down the TCP write
+    side; reading continues until the peer's close_notify (RFC 8446 6.1
+    allows each side to close its write direction independently).
+    """
+
+    def __init__(self, sock: ssl.SSLSocket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self._lock = threading.Lock()
+        self._fd = sock.fileno()
+        self._aborted = False
+        self._closed = False
+        sock.setblocking(False)
+
+    def _wait(self, events: int) -> None:
+        poller = select.poll()
+        poller.register(self._fd, events | select.POLLHUP | select.POLLERR)
+        poller.poll()
+
+    def read_into(self, buf: memoryview) -> int:
+        while True:
+            if self._aborted:
+                return 0
+            with self._lock:
+                try:
+                    return self.sock.recv_into(buf)
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+                except ssl.SSLZeroReturnError:
+                    return 0
+            self._wait(events)
+
+    def write_all(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._aborted:
+                raise BrokenPipeError(errno.EPIPE, "connection aborted")
+            with self._lock:
+                try:
+                    n = self.sock.send(view[: 1 << 16])
+                    view = view[n:]
+                    continue
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+            self._wait(events)
+
+    def shutdown_write(self) -> None:
+        with self._lock:
+            # Non-blocking: OpenSSL sends close_notify, then wants to read the
+            # peer's, which raises SSLWantReadError and leaves the connection
+            # readable (OpenSSL >= 1.1.1 reads after its own shutdown).
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                self.sock.unwrap()
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_WR)
+
+    def abort(self) -> None:
+        self._aborted = True
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.sock.close()

@@ -1,0 +1,385 @@
+"""TLS for socketkit: SSL contexts for client and server roles, and one-line errors.
+
+Defaults are the safe ones: a client verifies the server's certificate
+against the system's CAs (or ``--ca-file``) and checks the host name
+(``ssl.create_default_context``); ``--insecure`` turns both off and says so
+on standard error. SNI is the host connected to unless ``--sni`` names
+another; ALPN protocols are offered (client) or accepted (server) as given.
+
+A server needs a certificate: ``--cert``/``--key`` files, or
+``--self-signed`` to generate a throw-away one in memory (an EC P-256 key
+and a certificate for localhost, 127.0.0.1, ::1 and this host's name, made
+with the ``cryptography`` package, valid for 30 days). A server given
+``--ca-file`` requires and verifies client certificates (mutual TLS).
+
+Errors: ``translate_ssl_error`` turns ``ssl.SSLError`` into ``TLSError``
+with a line that says what failed and where, e.g.
+``TLS: certificate verify failed for localhost:4433: hostname mismatch
+(use --insecure to skip verification)``.
+
+For other commands (tcp-server, tcp-client): ``add_tls_arguments(parser,
+role)`` adds the options, ``context_from_args(args, role)`` builds the
+context (None without ``--tls``), ``server_hostname_from_args(args, host)``
+gives the name for SNI and the hostname check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import ssl
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, TextIO
+
+from .errors import TLSError, UsageError
+
+__all__ = [
+    "TLSSettings",
+    "add_tls_arguments",
+    "client_context",
+    "context_from_args",
+    "handshake",
+    "self_signed_pem",
+    "server_context",
+    "server_hostname_from_args",
+    "settings_from_args",
+    "translate_ssl_error",
+]
+
+Role = Literal["client", "server"]
+
+#: Seconds a TLS handshake may take before the connection is given up.
+HANDSHAKE_TIMEOUT = 10.0
+
+# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) and what to say.
+_VERIFY_REASONS = {
+    2: "unknown CA (unable to get the issuer certificate)",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate (pass its CA with --ca-file)",
+    19: "self-signed certificate in the chain (pass the CA with --ca-file)",
+    20: "unknown CA (unable to get local issuer certificate; pass it with --ca-file)",
+    21: "unknown CA (unable to verify the first certificate)",
+    62: "hostname mismatch",
+    64: "IP address mismatch",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """Everything a TLS context is built from (the command-line options)."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+    verify: bool = True
+    server_name: str | None = None
+    alpn: tuple[str, ...] = ()
+    self_signed: bool = False
+
+
+def _load_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str | None) -> None:
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise UsageError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
+    except (ssl.SSLError, OSError) as exc:
+        what = certfile if keyfile is None else f"{certfile} / {keyfile}"
+        raise UsageError(
+            f"TLS: cannot load certificate and key from {what}: {_reason(exc)}"
+        ) from exc
+
+
+def _load_ca(ctx: ssl.SSLContext, cafile: str) -> None:
+    try:
+        ctx.load_verify_locations(cafile=cafile)
+    except FileNotFoundError as exc:
+        raise UsageError(f"TLS: cannot read CA file {cafile}: no such file") from exc
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"TLS: cannot load CA file {cafile}: {_reason(exc)}") from exc
+
+
+def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
+    if protocols:
+        try:
+            ctx.set_alpn_protocols(list(protocols))
+        except (ValueError, NotImplementedError) as exc:
+            raise UsageError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
+
+
+def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.SSLContext:
+    """A context for the client role: verification and hostname check unless insecure.
+
+    Args:
+        settings: certificate (for client authentication), CA, verify, ALPN.
+        warn: where to say that verification is off (standard error by default).
+
+    Raises:
+        UsageError: a certificate, key or CA file cannot be loaded.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if settings.cafile:
+        _load_ca(ctx, settings.cafile)
+    if not settings.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        stream = warn if warn is not None else sys.stderr
+        stream.write(
+            "socketkit: warning: TLS certificate verification is off (--insecure): "
+            "anyone on the path can read and change this connection\n"
+        )
+        stream.flush()
+    if settings.certfile:
+        _load_chain(ctx, settings.certfile, settings.keyfile)
+    _alpn(ctx, settings.alpn)
+    return ctx
+
+
+def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.SSLContext:
+    """A context for the server role.
+
+    Raises:
+        UsageError: no certificate (and no ``--self-signed``), or files that
+            cannot be loaded.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if settings.certfile:
+        _load_chain(ctx, settings.certfile, settings.keyfile)
+    elif settings.self_signed:
+        cert_pem, key_pem, fingerprint = self_signed_pem()
+        with tempfile.TemporaryDirectory(prefix="socketkit-tls-") as tmp:
+            cert = os.path.join(tmp, "cert.pem")
+            key = os.path.join(tmp, "key.pem")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key_pem)
+            with open(cert, "wb") as f:
+                f.write(cert_pem)
+            _load_chain(ctx, cert, key)
+        stream = info if info is not None else sys.stderr
+        stream.write(
+            f"socketkit: TLS: self-signed certificate for localhost, SHA-256 {fingerprint}\n"
+        )
+        stream.flush()
+    else:
+        raise UsageError("TLS: a server needs --cert FILE (and --key FILE) or --self-signed")
+    if settings.cafile:
+        _load_ca(ctx, settings.cafile)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    _alpn(ctx, settings.alpn)
+    return ctx
+
+
+def self_signed_pem(hostnames: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
+    """Generate a self-signed certificate and key (PEM), and the certificate's fingerprint.
+
+    The certificate names localhost, 127.0.0.1, ::1, this host's name and
+    ``hostnames``; it is valid from one hour ago for 30 days.
+
+    Raises:
+        UsageError: the ``cryptography`` package is not installed.
+    """
+    try:
+        import datetime as dt
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise UsageError(
+            "TLS: --self-signed needs the 'cryptography' package (pip install socketkit[tls])"
+        ) from exc
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    for extra in (socket.gethostname(), *hostnames):
+        if extra and extra != "localhost":
+            names.append(x509.DNSName(extra))
+    names += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socketkit self-signed")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    fingerprint = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return cert_pem, key_pem, fingerprint
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc).lower() or type(exc).__name__
+
+
+def translate_ssl_error(exc: BaseException, *, where: str, role: Role = "client") -> TLSError:
+    """Turn a handshake failure into a one-line ``TLSError`` (the caller chains it)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        reason = _VERIFY_REASONS.get(code, (exc.verify_message or _reason(exc)).rstrip(".").lower())
+        hint = " (use --insecure to skip verification)" if role == "client" else ""
+        return TLSError(f"TLS: certificate verify failed for {where}: {reason}{hint}")
+    if isinstance(exc, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError):
+        return TLSError(
+            f"TLS: handshake with {where} failed: the peer closed the connection "
+            "(does it speak TLS? does it accept our certificate?)"
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return TLSError(f"TLS: handshake with {where} timed out")
+    reason = _reason(exc)
+    if "wrong version number" in reason or "record layer failure" in reason:
+        reason += " (is the peer speaking TLS?)"
+    if role == "server" and "unknown ca" in reason:
+        reason += " (the client does not trust our certificate)"
+    return TLSError(f"TLS: handshake with {where} failed: {reason}")
+
+
+def handshake(
+    sock: socket.socket,
+    ctx: ssl.SSLContext,
+    *,
+    role: Role,
+    where: str,
+    server_hostname: str | None = None,
+    timeout: float | None = HANDSHAKE_TIMEOUT,
+) -> ssl.SSLSocket:
+    """Wrap a connected socket and complete the handshake (blocking, with a timeout).
+
+    On failure the socket is closed and a ``TLSError`` raised.
+    """
+    try:
+        sock.settimeout(timeout)
+        tls = ctx.wrap_socket(
+            sock,
+            server_side=role == "server",
+            server_hostname=server_hostname if role == "client" else None,
+        )
+        tls.settimeout(None)
+        return tls
+    except (ssl.SSLError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise translate_ssl_error(exc, where=where, role=role) from exc
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser, role: Role | Literal["both"]) -> None:
+    """Add --tls and its options to a command's parser (ncat's --ssl names too)."""
+    group = parser.add_argument_group("TLS")
+    group.add_argument("--tls", "--ssl", action="store_true", help="speak TLS on the connection")
+    group.add_argument(
+        "--cert",
+        "--ssl-cert",
+        metavar="FILE",
+        help="certificate (PEM) to present; a server needs one (or --self-signed)",
+    )
+    group.add_argument(
+        "--key", "--ssl-key", metavar="FILE", help="private key (PEM), if not in --cert"
+    )
+    group.add_argument(
+        "--ca-file",
+        "--ssl-trustfile",
+        metavar="FILE",
+        help="CA certificates to trust (client: instead of the system's; "
+        "server: require client certificates signed by them)",
+    )
+    group.add_argument(
+        "--alpn",
+        "--ssl-alpn",
+        metavar="P1,P2",
+        help="ALPN protocols to offer or accept, comma-separated (e.g. h2,http/1.1)",
+    )
+    if role in ("client", "both"):
+        group.add_argument(
+            "--insecure",
+            action="store_true",
+            dest="insecure",
+            help="client: do not verify the server's certificate or name (says so on stderr)",
+        )
+        group.add_argument(
+            "--sni",
+            "--ssl-servername",
+            metavar="NAME",
+            help="client: server name to send (SNI) and to check (default: the host)",
+        )
+    if role in ("server", "both"):
+        group.add_argument(
+            "--self-signed",
+            action="store_true",
+            help="server: generate a throw-away self-signed certificate",
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> TLSSettings:
+    """The TLS settings the options of ``add_tls_arguments`` describe."""
+    alpn = tuple(p.strip() for p in (args.alpn or "").split(",") if p.strip())
+    return TLSSettings(
+        certfile=args.cert,
+        keyfile=args.key,
+        cafile=args.ca_file,
+        verify=not getattr(args, "insecure", False),
+        server_name=getattr(args, "sni", None),
+        alpn=alpn,
+        self_signed=getattr(args, "self_signed", False),
+    )
+
+
+def context_from_args(args: argparse.Namespace, role: Role) -> ssl.SSLContext | None:
+    """The SSL context for ``role``, or None when ``--tls`` was not given.
+
+    Raises:
+        UsageError: TLS options without ``--tls``, or unusable files.
+    """
+    if not args.tls:
+        extra = [
+            flag
+            for flag, value in (
+                ("--cert", args.cert),
+                ("--key", args.key),
+                ("--ca-file", args.ca_file),
+                ("--alpn", args.alpn),
+                ("--insecure", getattr(args, "insecure", False)),
+                ("--sni", getattr(args, "sni", None)),
+                ("--self-signed", getattr(args, "self_signed", False)),
+            )
+            if value
+        ]
+        if extra:
+            raise UsageError(f"{extra[0]} needs --tls")
+        return None
+    settings = settings_from_args(args)
+    return client_context(settings) if role == "client" else server_context(settings)
+
+
+def server_hostname_from_args(args: argparse.Namespace, host: str) -> str:
+    """The name a client sends as SNI and checks the certificate against."""
+    sni: str | None = getattr(args, "sni", None)
+    return sni or host
