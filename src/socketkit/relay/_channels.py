@@ -13,7 +13,7 @@ Invariants:
 - ``splice_fd`` is set only where splice(2) may be used: a plain stream
   socket (or pipe) on Linux. TLS and datagrams never splice.
 - ``stays_open``: reading may block forever with no end of stream
-  (standard input on a terminal). A pump does not wait for such a source
+  (standard input on a terminal, UDP). A pump does not wait for such a source
   once every other direction has ended, as netcat exits when the peer closes.
 """
 
@@ -151,11 +151,17 @@ class StdioChannel(Channel):
     """This process's standard input and output, as raw file descriptors (binary-safe)."""
 
     name = "stdio"
-    stays_open = True
 
     def __init__(self, read_fd: int = 0, write_fd: int = 1) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        # A terminal only ends when someone types Ctrl-D: once the peer has
+        # closed, don't wait for that. A pipe or file does end, and what it
+        # still holds must reach a peer that only half-closed.
+        try:
+            self.stays_open = os.isatty(read_fd)
+        except OSError:
+            self.stays_open = False
 
     def read_into(self, buf: memoryview) -> int:
         return os.readv(self.read_fd, [buf])

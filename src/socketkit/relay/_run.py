@@ -120,8 +120,6 @@ def run_relay(
         finally:
             first.close()
     keep_open = settings.keep_open or a.fork
-    if isinstance(b, RelayAddress) and b.kind == "stdio" and keep_open and settings.broker:
-        raise UsageError("--broker does not use standard input/output; drop 'stdio'")
     if a.transport == "udp" and keep_open:
         raise UsageError("-k/fork is not supported for UDP listeners (UDP has no connections)")
     listener = open_listener(a, settings.open, backlog=settings.backlog)
