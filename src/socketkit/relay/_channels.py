@@ -12,8 +12,8 @@ Invariants:
   datagram per call (so the pump never hands it more than ``max_write``).
 - ``splice_fd`` is set only where splice(2) may be used: a plain stream
   socket (or pipe) on Linux. TLS and datagrams never splice.
-- ``stays_open``: reading may block forever with no end of stream
-  (standard input on a terminal, UDP). A pump does not wait for such a source
+- ``stays_open``: reading may block forever with no end of stream and
+  nobody minds (standard input on a terminal). A pump does not wait for such a source
   once every other direction has ended, as netcat exits when the peer closes.
 """
 
@@ -109,7 +109,6 @@ class DatagramChannel(Channel):
     """
 
     max_write = MAX_DATAGRAM
-    stays_open = True
 
     def __init__(self, sock: socket.socket, name: str, pending: bytes = b"") -> None:
         self.sock = sock

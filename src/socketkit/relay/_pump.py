@@ -19,9 +19,11 @@ pipes to a program, a hex dump or --crlf rewrite) takes the portable path:
 
 End of stream: when a direction reads EOF, it half-closes its destination
 (``shutdown_write``) and the other direction keeps going until it ends
-too; the pump returns once both have. A source that ``stays_open``
-(standard input, UDP) is not waited for once every other direction ended,
-so ``connect`` exits when the peer closes, as netcat does.
+too; the pump returns once both have. A source that ``stays_open`` (a
+terminal) is not waited for once every other direction ended, so an
+interactive ``connect`` exits when the peer closes, as netcat does; piped
+input is sent in full. UDP has no end of stream: after end of input, a UDP
+pump runs until ``idle_timeout`` or ``eof_linger`` (nc -u behaves the same).
 
 Errors: the first error ends the pump; both channels are aborted, which
 wakes the other thread, and later errors (caused by the abort) are ignored.
@@ -67,7 +69,7 @@ class PumpOptions:
         a_to_b, b_to_a: which directions run (``--send-only``/``--recv-only``).
         idle_timeout: end the pump after this many seconds with no data either
             way (None: never).
-        eof_linger: once a ``stays_open`` source (standard input) has ended,
+        eof_linger: once the a -> b direction (standard input) has ended,
             wait at most this long for the other direction (None: as long as
             it takes; 0: close at once).
         transform: rewrite a -> b data (``--crlf``); disables splice that way.
@@ -250,11 +252,11 @@ class _Pump:
         if all(d.src.stays_open for d in live) and not all(
             d.src.stays_open for d in self.directions
         ):
-            # What is left reads from standard input (or UDP): the connection
+            # What is left reads from a terminal: the connection
             # itself has ended, as far as anyone can tell.
             return True
-        ended_stdin = [d for d in self.directions if d.done and d.src.stays_open]
-        if ended_stdin and self.options.eof_linger is not None and not linger_start:
+        input_ended = any(d.done and d.tag == SENT for d in self.directions)
+        if input_ended and self.options.eof_linger is not None and not linger_start:
             linger_start.append(time.monotonic())
         return False
 
