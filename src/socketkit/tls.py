@@ -63,7 +63,7 @@ _VERIFY_REASONS = {
     10: "certificate has expired",
     18: "self-signed certificate (pass its CA with --ca-file)",
     19: "self-signed certificate in the chain (pass the CA with --ca-file)",
-    20: "unknown CA (unable to get local issuer certificate; pass it with --ca-file)",
+    20: "unknown CA (unable to get local issuer certificate)",
     21: "unknown CA (unable to verify the first certificate)",
     62: "hostname mismatch",
     64: "IP address mismatch",
@@ -112,6 +112,12 @@ def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
             raise UsageError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
 
 
+def _tolerate_half_close(ctx: ssl.SSLContext) -> None:
+    # A TLS half-close from socketkit (or from many peers) is a TCP FIN
+    # without close_notify; read it as end of stream, as Python does by default.
+    ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+
+
 def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.SSLContext:
     """A context for the client role: verification and hostname check unless insecure.
 
@@ -123,6 +129,7 @@ def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.
         UsageError: a certificate, key or CA file cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    _tolerate_half_close(ctx)
     if settings.cafile:
         _load_ca(ctx, settings.cafile)
     if not settings.verify:
@@ -148,6 +155,7 @@ def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.
             cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    _tolerate_half_close(ctx)
     if settings.certfile:
         _load_chain(ctx, settings.certfile, settings.keyfile)
     elif settings.self_signed:

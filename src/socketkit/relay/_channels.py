@@ -213,9 +213,8 @@ class TLSChannel(Channel):
     An ``SSLSocket`` must not run SSL_read and SSL_write concurrently, so the
     socket is non-blocking, every TLS call is made under one lock, and a
     thread that must wait polls the descriptor *outside* the lock.
-    Half-close sends the TLS close_notify and then shuts down the TCP write
-    side; reading continues until the peer's close_notify (RFC 8446 6.1
-    allows each side to close its write direction independently).
+    Half-close: see ``shutdown_write`` (a TCP FIN, plus close_notify once the
+    peer has sent its own); reading continues until the peer ends.
     """
 
     def __init__(self, sock: ssl.SSLSocket, name: str) -> None:
@@ -225,6 +224,7 @@ class TLSChannel(Channel):
         self._fd = sock.fileno()
         self._aborted = False
         self._closed = False
+        self._read_eof = False
         sock.setblocking(False)
 
     def _wait(self, events: int) -> None:
@@ -238,12 +238,16 @@ class TLSChannel(Channel):
                 return 0
             with self._lock:
                 try:
-                    return self.sock.recv_into(buf)
+                    n = self.sock.recv_into(buf)
+                    if n == 0:
+                        self._read_eof = True
+                    return n
                 except ssl.SSLWantReadError:
                     events = select.POLLIN
                 except ssl.SSLWantWriteError:
                     events = select.POLLOUT
                 except ssl.SSLZeroReturnError:
+                    self._read_eof = True
                     return 0
             self._wait(events)
 
@@ -265,11 +269,15 @@ class TLSChannel(Channel):
 
     def shutdown_write(self) -> None:
         with self._lock:
-            # Non-blocking: OpenSSL sends close_notify, then wants to read the
-            # peer's, which raises SSLWantReadError and leaves the connection
-            # readable (OpenSSL >= 1.1.1 reads after its own shutdown).
-            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
-                self.sock.unwrap()
+            if self._read_eof:
+                # The peer's close_notify is in: a full TLS close is safe now.
+                with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                    self.sock.unwrap()
+            # Otherwise no close_notify: Python's unwrap() calls SSL_shutdown
+            # twice, and the second call reads on, *discarding* application
+            # data the peer is still sending (seen as truncated relays). So a
+            # TLS half-close is a plain TCP FIN, which Python and OpenSSL
+            # peers with SSL_OP_IGNORE_UNEXPECTED_EOF read as end of stream.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(self.sock, socket.SHUT_WR)
 
