@@ -2,7 +2,7 @@
 
 Usage::
 
-    from peers import Proc, c_cmd, java_cmd, run
+    from peers import Proc, c_cmd, java_cmd, run, socketkit_cmd
 
     with Proc(c_cmd("tcp_server", "0")) as server:
         port = int(server.wait_for(r"Server listening on port (\\d+)").group(1))
@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -127,6 +128,11 @@ def java_cmd(program: str, *args: str) -> list[str]:
     if program not in JAVA_PROGRAMS:
         raise ValueError(f"unknown Java peer {program!r}; expected one of {JAVA_PROGRAMS}")
     return ["java", "-cp", str(JAVA_CLASSES_DIR), program, *map(str, args)]
+
+
+def socketkit_cmd(*args: str) -> list[str]:
+    """The command line running ``python -m socketkit`` with ``args`` (this interpreter)."""
+    return [sys.executable, "-m", "socketkit", *map(str, args)]
 
 
 def run(
