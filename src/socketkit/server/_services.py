@@ -226,12 +226,13 @@ class ConnectionProtocol(asyncio.Protocol):
 class FramedProtocol(ConnectionProtocol):
     """A service that works on whole messages cut by a codec."""
 
-    __slots__ = ("buffer", "codec")
+    __slots__ = ("buffer", "codec", "draining")
 
     def __init__(self, host: ConnectionHost, codec: Codec) -> None:
         super().__init__(host)
         self.codec = codec
         self.buffer = ReceiveBuffer()
+        self.draining = False
 
     def received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -239,6 +240,8 @@ class FramedProtocol(ConnectionProtocol):
         decode = self.codec.maybe_decode
         while self.transport is not None and (message := decode(buffer)) is not None:
             self.message(message)
+        if self.draining and not buffer:
+            self.close()
 
     def ended(self) -> bool | None:
         try:
@@ -254,6 +257,8 @@ class FramedProtocol(ConnectionProtocol):
         """One whole message arrived."""
 
     def shutdown_requested(self) -> None:
+        """Close between messages; a message half-received is finished first."""
+        self.draining = True
         if not self.buffer:
             self.close()
 
@@ -263,8 +268,10 @@ class HelloProtocol(FramedProtocol):
 
     A line is answered with a line and raw bytes with raw bytes, so that a
     Java client (which reads a line) and a C client (which reads what comes)
-    both get what they wait for. The connection stays open for more messages
-    until the client closes, so one client can make several exchanges.
+    both get what they wait for. After a line the connection stays open for
+    more lines (several exchanges over one connection); after a raw message
+    the server closes, as the lecture's server does after its one exchange,
+    so a client that reads until the end of the stream is not left waiting.
     """
 
     __slots__ = ("reply",)
@@ -279,7 +286,11 @@ class HelloProtocol(FramedProtocol):
     def message(self, message: bytes) -> None:
         self.host.log.received(self.peer, message)
         if isinstance(self.codec, LectureCodec):
-            self.write(self.reply + b"\n" if message.endswith(b"\n") else self.reply)
+            if message.endswith(b"\n"):
+                self.write(self.reply + b"\n")
+            else:
+                self.write(self.reply)
+                self.close()
         else:
             self.write(self.codec.encode(self.reply))
 
@@ -294,8 +305,8 @@ class EchoProtocol(ConnectionProtocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def shutdown_requested(self) -> None:
-        if self.transport is not None and self.transport.get_write_buffer_size() == 0:
-            self.close()
+        """A byte stream has no message boundary to stop at: the exchange in
+        flight lasts until the client ends it (or the drain timeout)."""
 
 
 class FramedEchoProtocol(FramedProtocol):
@@ -311,6 +322,9 @@ class DiscardProtocol(ConnectionProtocol):
     """RFC 863: read everything, send nothing."""
 
     __slots__ = ()
+
+    def shutdown_requested(self) -> None:
+        """Like echo: wait for the client to finish sending."""
 
 
 class ChargenProtocol(ConnectionProtocol):
