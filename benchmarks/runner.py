@@ -160,53 +160,62 @@ def fmt_value(v: float) -> str:
     return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
 
 
-def bench_server(sc: Scenario, spec: ServerSpec, st: Settings) -> dict[str, Any]:
-    """All runs of one scenario on one server; never raises."""
-    command = spec.command(sc.protocol)
+def new_entry(sc: Scenario, spec: ServerSpec, st: Settings) -> dict[str, Any]:
     entry: dict[str, Any] = {"server": spec.name, "label": spec.label, "runs": [], "failures": []}
+    command = spec.command(sc.protocol)
     if command is None:
         entry.update(status="n/a", reason=f"no {sc.protocol.upper()} variant")
-        return entry
+    else:
+        entry["command"] = shlex.join(command(st.ctx))
+    return entry
+
+
+def one_run(sc: Scenario, spec: ServerSpec, st: Settings, entry: dict[str, Any], i: int) -> None:
+    """Run ``sc`` once on a fresh ``spec`` server and record it in ``entry``; never raises
+    (but Ctrl-C).  A server that cannot start is marked unavailable and not tried again."""
+    command = spec.command(sc.protocol)
+    if command is None or entry.get("status") in ("n/a", "unavailable"):
+        return
     cmd = command(st.ctx)
-    entry["command"] = shlex.join(cmd)
-    runner = KIND_RUNNERS[sc.kind]
-    for i in range(1, st.runs + 1):
-        tag = f"[{sc.name}] {spec.name} run {i}/{st.runs}"
-        try:
-            with ServerProcess(cmd, st.server_cpu) as server:
-                t0 = time.monotonic()
-                try:
-                    result = runner(sc, server, st)
-                except Exception as exc:
-                    if server.alive():
-                        raise
-                    # The server's death explains the run better than what the clients saw.
-                    raise RuntimeError(
-                        f"server exited during the run: {server.exit_reason()}"
-                    ) from exc
-                result["wall_seconds"] = round(time.monotonic() - t0, 3)
-                if not server.alive():
-                    raise RuntimeError(f"server exited during the run: {server.exit_reason()}")
-        except Unavailable as exc:
-            log(f"{tag}: unavailable ({exc})")
-            if not entry["runs"]:
-                entry.update(status="unavailable", reason=str(exc))
-                return entry
+    tag = f"[{sc.name}] {spec.name} run {i}/{st.runs}"
+    try:
+        with ServerProcess(cmd, st.server_cpu) as server:
+            t0 = time.monotonic()
+            try:
+                result = KIND_RUNNERS[sc.kind](sc, server, st)
+            except Exception as exc:
+                if server.alive():
+                    raise
+                # The server's death explains the run better than what the clients saw.
+                raise RuntimeError(f"server exited during the run: {server.exit_reason()}") from exc
+            result["wall_seconds"] = round(time.monotonic() - t0, 3)
+            if not server.alive():
+                raise RuntimeError(f"server exited during the run: {server.exit_reason()}")
+    except Unavailable as exc:
+        log(f"{tag}: unavailable ({exc})")
+        if entry["runs"]:  # it started before: keep what was measured
             entry["failures"].append(f"unavailable: {exc}")
-            break  # it started before: keep what was measured
-        except Exception as exc:
-            entry["failures"].append(str(exc))
-            log(f"{tag}: FAILED ({exc})")
-            continue
-        entry["runs"].append(result)
-        log(f"{tag}: {fmt_value(float(result[sc.metric]))} {sc.unit}")
+        entry["status"] = "unavailable"
+        entry["reason"] = str(exc)
+        return
+    except Exception as exc:
+        entry["failures"].append(str(exc))
+        log(f"{tag}: FAILED ({exc})")
+        return
+    entry["runs"].append(result)
+    log(f"{tag}: {fmt_value(float(result[sc.metric]))} {sc.unit}")
+
+
+def summarize(sc: Scenario, entry: dict[str, Any], st: Settings) -> None:
+    """Medians over the runs of one server (status ok / failed / unavailable / n/a)."""
     values = [float(r[sc.metric]) for r in entry["runs"]]
     if not values:
-        entry.update(
-            status="failed", reason=entry["failures"][0] if entry["failures"] else "no runs"
-        )
-        return entry
+        if entry.get("status") not in ("n/a", "unavailable"):
+            entry["status"] = "failed"
+            entry["reason"] = entry["failures"][0] if entry["failures"] else "no runs"
+        return
     entry.update(status="ok", median=statistics.median(values), values=values)
+    entry.pop("reason", None)
     lat = [r["latency_us"] for r in entry["runs"] if "latency_us" in r]
     if lat:
         entry["latency_us"] = {k: statistics.median(x[k] for x in lat) for k in lat[0]}
@@ -223,7 +232,24 @@ def bench_server(sc: Scenario, spec: ServerSpec, st: Settings) -> dict[str, Any]
         entry["reason"] = (
             f"{len(entry['failures'])} of {st.runs} runs failed: {entry['failures'][0]}"
         )
-    return entry
+
+
+def bench_scenario(
+    sc: Scenario, servers: list[ServerSpec], st: Settings, sc_result: dict[str, Any]
+) -> None:
+    """All runs of one scenario.  Runs are interleaved (run 1 of every server, then
+    run 2, ...) so that a disturbance on the machine does not fall on one server only."""
+    entries = sc_result["results"]
+    for spec in servers:
+        entries[spec.name] = new_entry(sc, spec, st)
+    try:
+        for i in range(1, st.runs + 1):
+            for spec in servers:
+                one_run(sc, spec, st, entries[spec.name], i)
+    finally:
+        for spec in servers:
+            summarize(sc, entries[spec.name], st)
+        add_ratios(sc_result)
 
 
 def add_ratios(sc_result: dict[str, Any]) -> None:
@@ -424,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 "results": {},
             }
             report["scenarios"].append(sc_result)
-            for spec in servers:
-                sc_result["results"][spec.name] = bench_server(sc, spec, st)
-            add_ratios(sc_result)
+            bench_scenario(sc, servers, st, sc_result)
     except KeyboardInterrupt:
         interrupted = True
         log("benchmarks: interrupted; reporting what was measured")

@@ -73,7 +73,37 @@ def _set_reuse(sock: socket.socket, reuse_port: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, opt, 1)
 
 
-def _remove_stale_unix_socket(path: str) -> None:
+def _unix_socket_is_live(path: str, type: int) -> bool | None:
+    """Probe the socket file at ``path`` by connecting to it.
+
+    True: something answers; False: nobody does (ECONNREFUSED, a stale
+    file); None: cannot tell (permission, a full backlog).
+
+    The probe uses the type being bound first, then the other: connecting a
+    stream socket to a datagram socket's file fails with EPROTOTYPE whether
+    or not that socket is alive, so a stream-only probe cannot tell a live
+    datagram server from a dead one.
+    """
+    other = socket.SOCK_DGRAM if type == socket.SOCK_STREAM else socket.SOCK_STREAM
+    for probe_type in (type, other):
+        probe = socket.socket(socket.AF_UNIX, probe_type)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EPROTOTYPE:
+                continue
+            return None
+        else:
+            return True
+        finally:
+            probe.close()
+    return None
+
+
+def _remove_stale_unix_socket(path: str, type: int = socket.SOCK_STREAM) -> None:
     if path.startswith("@"):
         return
     try:
@@ -84,20 +114,13 @@ def _remove_stale_unix_socket(path: str) -> None:
         raise ListenError(f"cannot use unix:{path}: {exc.strerror}", errno=exc.errno) from exc
     if not stat.S_ISSOCK(mode):
         raise ListenError(f"cannot bind unix:{path}: a file that is not a socket is there")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno in (errno.EPROTOTYPE,):  # a datagram socket file: alive or stale,
-            with contextlib.suppress(OSError):  # we cannot tell; a bind will say
-                os.unlink(path)
-    else:
+    live = _unix_socket_is_live(path, type)
+    if live:
         raise ListenError(f"address already in use: unix:{path} (a server is listening there)")
-    finally:
-        probe.close()
+    if live is False:
+        with contextlib.suppress(FileNotFoundError):  # another process beat us to it
+            os.unlink(path)
+    # None: leave the file; bind() reports what is wrong with it.
 
 
 def _bind_addresses(
@@ -147,7 +170,7 @@ def bind_socket(
     """
     if isinstance(endpoint, UnixEndpoint):
         require_unix_sockets()
-        _remove_stale_unix_socket(endpoint.path)
+        _remove_stale_unix_socket(endpoint.path, type)
         sock = socket.socket(socket.AF_UNIX, type)
         try:
             sock.bind(endpoint.sockaddr)

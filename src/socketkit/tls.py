@@ -39,11 +39,13 @@ from typing import Literal, TextIO
 from .errors import TLSError, UsageError
 
 __all__ = [
+    "MemoryTLS",
     "TLSSettings",
     "add_tls_arguments",
     "client_context",
     "context_from_args",
     "handshake",
+    "handshake_memory",
     "self_signed_pem",
     "server_context",
     "server_hostname_from_args",
@@ -294,6 +296,77 @@ def handshake(
         with contextlib.suppress(OSError):
             sock.close()
         raise translate_ssl_error(exc, where=where, role=role) from exc
+
+
+@dataclass(slots=True)
+class MemoryTLS:
+    """A TLS session over memory BIOs on a plain socket: we move the bytes ourselves.
+
+    Used by the relay, which needs to send close_notify without the second
+    SSL_shutdown call of ``SSLSocket.unwrap`` (that call reads on and
+    discards application data the peer is still sending).
+    """
+
+    sock: socket.socket
+    obj: ssl.SSLObject
+    incoming: ssl.MemoryBIO
+    outgoing: ssl.MemoryBIO
+
+
+def handshake_memory(
+    sock: socket.socket,
+    ctx: ssl.SSLContext,
+    *,
+    role: Role,
+    where: str,
+    server_hostname: str | None = None,
+    timeout: float | None = HANDSHAKE_TIMEOUT,
+) -> MemoryTLS:
+    """Complete a handshake over memory BIOs on a connected, blocking socket.
+
+    On failure the socket is closed (after trying to send our alert) and a
+    ``TLSError`` raised.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        obj = ctx.wrap_bio(
+            incoming,
+            outgoing,
+            server_side=role == "server",
+            server_hostname=server_hostname if role == "client" else None,
+        )
+    except (ssl.SSLError, ValueError) as exc:
+        sock.close()
+        raise TLSError(f"TLS: cannot start a session with {where}: {exc}") from exc
+    try:
+        sock.settimeout(timeout)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pending = outgoing.read()
+                if pending:
+                    sock.sendall(pending)
+                data = sock.recv(65536)
+                if data:
+                    incoming.write(data)
+                else:
+                    incoming.write_eof()
+        pending = outgoing.read()
+        if pending:
+            sock.sendall(pending)
+        sock.settimeout(None)
+    except (ssl.SSLError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            pending = outgoing.read()  # our alert, so the peer learns why
+            if pending:
+                sock.settimeout(1.0)
+                sock.sendall(pending)
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise translate_ssl_error(exc, where=where, role=role) from exc
+    return MemoryTLS(sock, obj, incoming, outgoing)
 
 
 # ---------------------------------------------------------------- command line

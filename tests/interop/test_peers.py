@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from peers import PEER_DEADLINE, Proc, c_cmd, java_cmd, run
 
 LANGUAGES = ("c", "java")

@@ -88,6 +88,14 @@ class Proc:
                     f"stderr:\n{self.err_text}"
                 )
 
+    def wait_out(self, data: bytes, timeout: float = LOOPBACK_TIMEOUT) -> None:
+        """Wait until standard output contains ``data``."""
+        deadline = time.monotonic() + timeout
+        while data not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0 or (not self._pump(min(left, 0.5)) and self.proc.poll() is not None):
+                raise AssertionError(f"no {data!r} on stdout; stderr:\n{self.err_text}")
+
     def port(self) -> int:
         return int(self.wait_err(r"listening (?:\w+ )?on port (\d+)").group(1))
 
@@ -109,9 +117,9 @@ class Proc:
 
 
 @contextmanager
-def running(argv: Sequence[str]) -> Iterator[Proc]:
+def running(argv: Sequence[str], *, stdin: int | None = subprocess.DEVNULL) -> Iterator[Proc]:
     """Start ``argv``; kill it (by PID) at the end whatever happened."""
-    p = Proc(argv)
+    p = Proc(argv, stdin=stdin)
     try:
         yield p
     finally:

@@ -182,8 +182,8 @@ def _wait_until_refused(port: int) -> None:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT).close()
-        except ConnectionRefusedError:
-            return
+        except (ConnectionRefusedError, ConnectionResetError):
+            return  # refused, or reset when the listener closed with it queued
     raise AssertionError(f"port {port} still accepting after {LOOPBACK_TIMEOUT} s")
 
 

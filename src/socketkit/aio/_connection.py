@@ -52,6 +52,8 @@ class Connection:
         self._buffer = ReceiveBuffer()
         self._eof = False
         self._closed = False
+        self._write_shut = False
+        self._send_failed = False
         #: Default timeout, in seconds, of each call on this connection.
         self.timeout = timeout
         #: The peer's address, formatted.
@@ -165,14 +167,21 @@ class Connection:
             BrokenError: the peer reset the connection.
         """
         limit = self._timeout(timeout)
+        if self._write_shut:
+            raise ClosedError(f"cannot send to {self.peer}: this side already shut down writing")
         try:
             async with asyncio.timeout(limit):
                 self._writer.write(data)
                 await self._writer.drain()
-        except TimeoutError as exc:
-            raise self._timed_out("send", limit) from exc
-        except OSError as exc:
-            raise translate_os_error(exc, phase="send", where=self.peer) from exc
+        except BaseException as exc:
+            # Timed out, broken or cancelled: aclose() drops what is left
+            # in the buffer instead of waiting for a peer that may never read.
+            self._send_failed = True
+            if isinstance(exc, TimeoutError):
+                raise self._timed_out("send", limit) from exc
+            if isinstance(exc, OSError):
+                raise translate_os_error(exc, phase="send", where=self.peer) from exc
+            raise
 
     async def send_message(
         self, codec: Codec, message: bytes, *, timeout: TimeoutArg = DEFAULT
@@ -181,7 +190,10 @@ class Connection:
         await self.send_all(codec.encode(message), timeout=timeout)
 
     async def shutdown_write(self) -> None:
-        """Half-close: the peer's reads see end of stream; receiving still works."""
+        """Half-close: the peer's reads see end of stream; receiving still works.
+
+        Sending afterwards raises ``ClosedError``.
+        """
         if self._closed:
             raise ClosedError(f"connection to {self.peer} is already closed")
         if not self._writer.can_write_eof():
@@ -191,15 +203,35 @@ class Connection:
             self._writer.write_eof()
         except OSError as exc:
             raise translate_os_error(exc, phase="send", where=self.peer) from exc
+        self._write_shut = True
 
     async def aclose(self) -> None:
-        """Close the connection; safe to call more than once."""
+        """Close the connection; safe to call more than once.
+
+        Bytes still in the transport's buffer are flushed for up to the
+        connection's ``timeout``, then dropped (the connection is aborted).
+        After a failed ``send_all`` they are dropped at once: the caller was
+        already told they may not arrive.
+
+        Unlike a socket's close(), asyncio's waits until its user-space buffer
+        is written, so without this bound a peer that stopped reading would
+        make ``aclose`` (and a server's handler) wait for ever.
+        """
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
+        transport = self._writer.transport
+        if self._send_failed:
+            transport.abort()
+        else:
+            self._writer.close()
         with contextlib.suppress(OSError, asyncio.CancelledError):
-            await self._writer.wait_closed()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._writer.wait_closed()
+            except TimeoutError:
+                transport.abort()
+                await self._writer.wait_closed()
 
     @property
     def closed(self) -> bool:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+
+from ..tls import MemoryTLS
 
 __all__ = [
     "Channel",
@@ -210,83 +211,123 @@ class PipeChannel(Channel):
 class TLSChannel(Channel):
     """A TLS connection that two pump threads may use at once.
 
-    An ``SSLSocket`` must not run SSL_read and SSL_write concurrently, so the
-    socket is non-blocking, every TLS call is made under one lock, and a
-    thread that must wait polls the descriptor *outside* the lock.
-    Half-close: see ``shutdown_write`` (a TCP FIN, plus close_notify once the
-    peer has sent its own); reading continues until the peer ends.
+    The TLS state machine (``ssl.SSLObject`` on memory BIOs) is only touched
+    under ``_lock``; the socket is read outside it (by the reading thread
+    alone) and written under ``_send_lock``, which is taken *before*
+    ``_lock`` is released so that records leave in the order they were
+    made. No thread ever blocks on the socket while holding ``_lock``.
+
+    Half-close (``shutdown_write``): the records already received are
+    decrypted into a side buffer first, then close_notify is sent and the
+    TCP write side shut down; reading continues until the peer's own
+    close_notify or FIN (RFC 8446 section 6.1: each side closes its write
+    direction independently). A FIN without close_notify is read as end of
+    stream, as Python's ``suppress_ragged_eofs`` does.
     """
 
-    def __init__(self, sock: ssl.SSLSocket, name: str) -> None:
-        self.sock = sock
+    def __init__(self, tls: MemoryTLS, name: str) -> None:
+        self.sock = tls.sock
+        self.obj = tls.obj
+        self._in = tls.incoming
+        self._out = tls.outgoing
         self.name = name
         self._lock = threading.Lock()
-        self._fd = sock.fileno()
+        self._send_lock = threading.Lock()
+        self._plain = bytearray()
         self._aborted = False
         self._closed = False
-        self._read_eof = False
-        sock.setblocking(False)
+        self._sent_close = False
 
-    def _wait(self, events: int) -> None:
-        poller = select.poll()
-        poller.register(self._fd, events | select.POLLHUP | select.POLLERR)
-        poller.poll()
+    def _flush_locked(self) -> bytes:
+        """Take the records made so far (call under ``_lock``)."""
+        return self._out.read() if self._out.pending else b""
+
+    def _send(self, data: bytes) -> None:
+        """Send records; ``_send_lock`` is already held, and released here."""
+        try:
+            if data:
+                self.sock.sendall(data)
+        finally:
+            self._send_lock.release()
 
     def read_into(self, buf: memoryview) -> int:
         while True:
             if self._aborted:
                 return 0
             with self._lock:
-                try:
-                    n = self.sock.recv_into(buf)
-                    if n == 0:
-                        self._read_eof = True
+                if self._plain:
+                    n = min(len(buf), len(self._plain))
+                    buf[:n] = self._plain[:n]
+                    del self._plain[:n]
                     return n
+                try:
+                    # With a buffer, read() fills it and returns a count.
+                    got: object = self.obj.read(len(buf), buf)
+                    return got if isinstance(got, int) else 0
                 except ssl.SSLWantReadError:
-                    events = select.POLLIN
-                except ssl.SSLWantWriteError:
-                    events = select.POLLOUT
-                except ssl.SSLZeroReturnError:
-                    self._read_eof = True
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return 0
-            self._wait(events)
+                out = self._flush_locked()
+                if out:
+                    self._send_lock.acquire()
+            if out:
+                self._send(out)
+            data = self.sock.recv(1 << 16)
+            with self._lock:
+                if data:
+                    self._in.write(data)
+                else:
+                    self._in.write_eof()
 
     def write_all(self, data: memoryview | bytes) -> None:
         view = memoryview(data)
         while view:
             if self._aborted:
                 raise BrokenPipeError(errno.EPIPE, "connection aborted")
+            chunk = view[: 1 << 16]
             with self._lock:
-                try:
-                    n = self.sock.send(view[: 1 << 16])
-                    view = view[n:]
-                    continue
-                except ssl.SSLWantReadError:
-                    events = select.POLLIN
-                except ssl.SSLWantWriteError:
-                    events = select.POLLOUT
-            self._wait(events)
+                self.obj.write(chunk)
+                out = self._flush_locked()
+                self._send_lock.acquire()
+            self._send(out)
+            view = view[len(chunk) :]
 
     def shutdown_write(self) -> None:
         with self._lock:
-            if self._read_eof:
-                # The peer's close_notify is in: a full TLS close is safe now.
-                with contextlib.suppress(ssl.SSLError, OSError, ValueError):
-                    self.sock.unwrap()
-            # Otherwise no close_notify: Python's unwrap() calls SSL_shutdown
-            # twice, and the second call reads on, *discarding* application
-            # data the peer is still sending (seen as truncated relays). So a
-            # TLS half-close is a plain TCP FIN, which Python and OpenSSL
-            # peers with SSL_OP_IGNORE_UNEXPECTED_EOF read as end of stream.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(self.sock, socket.SHUT_WR)
+            if self._sent_close:
+                return
+            self._sent_close = True
+            # Decrypt every record already here, so that the second
+            # SSL_shutdown call inside unwrap() finds none to discard.
+            while True:
+                try:
+                    chunk = self.obj.read(1 << 16)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+                if not chunk:
+                    break
+                self._plain += chunk
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                self.obj.unwrap()
+            out = self._flush_locked()
+            self._send_lock.acquire()
+        with contextlib.suppress(OSError):
+            self._send(out)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
 
     def abort(self) -> None:
         self._aborted = True
         with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.sock.close()
+        if self._closed:
+            return
+        self._closed = True
+        if not self._sent_close and not self._aborted:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(1.0)
+                self.shutdown_write()  # best effort: close_notify before the FIN
+        self.sock.close()

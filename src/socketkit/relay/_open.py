@@ -24,7 +24,7 @@ from typing import TextIO
 from .._sockets import bind_socket, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
 from ..errors import SocketkitError, UsageError, translate_os_error
-from ..tls import handshake
+from ..tls import MemoryTLS, handshake_memory
 from ._channels import Channel, DatagramChannel, SocketChannel, StdioChannel, TLSChannel
 from ._grammar import RelayAddress
 
@@ -99,7 +99,7 @@ def open_channel(addr: RelayAddress, opts: OpenOptions) -> Channel:
     if addr.transport == "tls":
         assert opts.tls_client is not None and isinstance(endpoint, InetEndpoint)
         host = endpoint.host or "localhost"
-        tls = handshake(
+        tls = handshake_memory(
             sock,
             opts.tls_client,
             role="client",
@@ -112,11 +112,11 @@ def open_channel(addr: RelayAddress, opts: OpenOptions) -> Channel:
     return SocketChannel(sock, name)
 
 
-def _log_tls(log: Log, tls: ssl.SSLSocket, name: str) -> None:
-    alpn = tls.selected_alpn_protocol()
-    cipher = tls.cipher()
+def _log_tls(log: Log, tls: MemoryTLS, name: str) -> None:
+    alpn = tls.obj.selected_alpn_protocol()
+    cipher = tls.obj.cipher()
     log.info(
-        f"TLS with {name}: {tls.version()} {cipher[0] if cipher else ''}"
+        f"TLS with {name}: {tls.obj.version()} {cipher[0] if cipher else ''}"
         + (f", ALPN {alpn}" if alpn else "")
     )
 
@@ -193,7 +193,7 @@ class Listener:
             return DatagramChannel(acc.sock, acc.peer, acc.pending)
         if self.addr.transport == "tls":
             assert self.opts.tls_server is not None
-            tls = handshake(acc.sock, self.opts.tls_server, role="server", where=acc.peer)
+            tls = handshake_memory(acc.sock, self.opts.tls_server, role="server", where=acc.peer)
             _log_tls(self.opts.log, tls, acc.peer)
             return TLSChannel(tls, acc.peer)
         return SocketChannel(acc.sock, acc.peer)

@@ -54,6 +54,7 @@ class Connection:
         self._buffer = ReceiveBuffer()
         self._eof = False
         self._closed = False
+        self._write_shut = False
         #: Default timeout, in seconds, of each call on this connection.
         self.timeout = timeout
         #: The peer's address, formatted (``127.0.0.1:51234``, ``unix:/p``).
@@ -93,7 +94,10 @@ class Connection:
         return Deadline(self.timeout if timeout is DEFAULT else timeout)
 
     def _translate(self, exc: OSError, phase: str, deadline: Deadline) -> SocketkitError:
-        if isinstance(exc, TimeoutError):
+        # BlockingIOError (EAGAIN) is a timeout too: once a deadline has run
+        # out, settimeout(0.0) makes the socket non-blocking, and so does a
+        # caller's timeout=0 ("only what is already there").
+        if isinstance(exc, TimeoutError | BlockingIOError):
             return SocketTimeoutError(
                 f"{phase} from {self.peer} timed out after {deadline.timeout:g} s"
                 if phase == "receive"
@@ -190,6 +194,8 @@ class Connection:
             BrokenError: the peer reset the connection; some bytes may have gone.
         """
         deadline = self._deadline(timeout)
+        if self._write_shut:
+            raise ClosedError(f"cannot send to {self.peer}: this side already shut down writing")
         view = memoryview(data).cast("B")
         sent = 0
         total = len(view)
@@ -212,7 +218,8 @@ class Connection:
     def shutdown_write(self) -> None:
         """Half-close: tell the peer no more data comes (its reads see end of stream).
 
-        Receiving still works, so the reply to a request can be read after it.
+        Receiving still works, so the reply to a request can be read after it;
+        sending raises ``ClosedError``.
         """
         if self._closed:
             raise ClosedError(f"connection to {self.peer} is already closed")
@@ -222,6 +229,7 @@ class Connection:
             raise BrokenError(
                 f"cannot half-close the connection to {self.peer}: {exc.strerror}", errno=exc.errno
             ) from exc
+        self._write_shut = True
 
     def close(self) -> None:
         """Close the socket; safe to call more than once."""
@@ -277,7 +285,7 @@ class Listener:
         try:
             self._sock.settimeout(timeout)
             sock, _ = self._sock.accept()
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # EAGAIN: timeout=0
             raise SocketTimeoutError(
                 f"no client connected to {self.address} within {timeout:g} s",
                 phase="accept",

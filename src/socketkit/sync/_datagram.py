@@ -121,7 +121,7 @@ class DatagramSocket:
         try:
             self._sock.settimeout(deadline.remaining())
             data, address = self._sock.recvfrom(self.max_datagram_size + 1)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # EAGAIN: timeout=0
             raise SocketTimeoutError(
                 f"no datagram {'from ' + self.peer if self.peer else 'on ' + self.local} "
                 f"within {deadline.timeout:g} s",
