@@ -346,7 +346,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--socketkit-args",
         default="",
         metavar="ARGS",
-        help='extra arguments for the socketkit server, e.g. "--workers 2"',
+        help='extra arguments for the socketkit server, e.g. "--max-conns 20000" '
+        "(a single option needs the = form: --socketkit-args=-q)",
     )
     p.add_argument("--server-cpu", type=int, help="CPU for the servers (default: the second one)")
     p.add_argument(
