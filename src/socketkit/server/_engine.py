@@ -13,8 +13,9 @@ Strategy:
   non-blocking ``recvfrom``/``sendto`` calls, many datagrams per wake-up.
   This avoids asyncio's per-datagram protocol machinery, which on the
   default loop costs several times more than the system calls themselves.
-- Idle connections are found by one periodic sweep over ``last_active``
-  stamps, not a timer per connection.
+- Idle connections are found by one periodic sweep that counts, per
+  connection, the sweeps since it last made progress: no timer per
+  connection and no clock read per message.
 - Shutdown: stop accepting, ask every connection to finish its exchange,
   wait up to ``drain_timeout``, then abort what is left.
 
@@ -97,10 +98,6 @@ class ConnectionHost:
     def refusal(self, address: object) -> str | None:
         """Why ``address`` may not connect, or None when it may."""
         return None if self.accept_filter is None else self.accept_filter(address)
-
-    def now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
 
     def peer_of(self, transport: asyncio.BaseTransport) -> str:
         return format_sockaddr(transport.get_extra_info("peername"))
@@ -286,11 +283,18 @@ class StreamEngine(ConnectionHost):
             self._start_accepting()
 
     async def _sweep_idle(self, idle_timeout: float) -> None:
-        interval = max(0.05, min(1.0, idle_timeout / 4))
+        # A connection is closed after ``ticks`` sweeps without progress:
+        # between idle_timeout and idle_timeout + interval seconds idle.
+        ticks = 4
+        interval = idle_timeout / ticks
         while True:
             await asyncio.sleep(interval)
-            cutoff = self.now() - idle_timeout
-            for conn in [c for c in self.connections if c.last_active < cutoff]:
+            idle = []
+            for conn in self.connections:
+                conn.idle_ticks += 1
+                if conn.idle_ticks > ticks:
+                    idle.append(conn)
+            for conn in idle:
                 conn.abort(f"idle for more than {idle_timeout:g} s")
 
 
