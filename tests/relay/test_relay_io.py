@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -103,3 +104,20 @@ def test_relay_memory_bounded_under_slow_reader(extra: list[str]) -> None:
             conn.close()
     assert sent < 256 << 20, "the relay kept accepting data: it buffers without bound"
     assert growth < 16 * 1024, f"relay RSS grew by {growth} KiB with a stalled reader"
+
+
+@pytest.mark.parametrize("flags", [["--deny", "127.0.0.0/8"], ["--allow", "10.0.0.0/8"]])
+def test_tcp_server_allow_deny(flags: list[str]) -> None:
+    """tcp-server takes --allow/--deny through the engine's accept_filter hook."""
+    from helpers import start_server
+
+    with start_server("tcp-server", "--host", "127.0.0.1", "-p", "0", *flags) as server:
+        port = server.port()
+        # Closed at once, maybe with a reset: refused either way.
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c,
+            contextlib.suppress(ConnectionResetError),
+        ):
+            assert recv_all(c) == b""
+        server.terminate()
+        assert "refused" in server.out + server.err

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from ..errors import AddressError, UsageError
+from ..relay import AccessList
 from ..server import (
     SERVICES,
     Limits,
@@ -26,6 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "when ready, 'Client connected' and 'Received: <message>' per client.",
     )
     add_server_options(tcp, stream=True)
+    _add_access_options(tcp)
     _add_service_options(tcp, stream=True)
     tcp.set_defaults(run=run_tcp_server)
 
@@ -36,6 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "port N' when ready and 'Received: <message>' per datagram.",
     )
     add_server_options(udp, stream=False)
+    _add_access_options(udp)
     _add_service_options(udp, stream=False)
     udp.set_defaults(run=run_udp_server)
 
@@ -108,6 +111,24 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
         )
 
 
+def _add_access_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="serve only these"
+    )
+    parser.add_argument(
+        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
+    )
+
+
+def _accept_filter(args: argparse.Namespace) -> AccessList | None:
+    """--allow/--deny as the engine's accept_filter (None when neither is given)."""
+    try:
+        acl = AccessList.from_strings(args.allow, args.deny)
+    except AddressError as exc:
+        raise UsageError(str(exc)) from exc
+    return acl if acl.active else None
+
+
 def _log(args: argparse.Namespace, env: Env) -> ServerLog:
     return ServerLog(
         env.stdout,
@@ -141,6 +162,7 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
             drain_timeout=args.drain_timeout,
         ),
         summary=args.verbose or not args.once,
+        accept_filter=_accept_filter(args),
     )
     run_stream_server(config, _log(args, env))
     return 0
@@ -156,6 +178,7 @@ def run_udp_server(args: argparse.Namespace, env: Env) -> int:
         reply=args.reply,
         once=args.once,
         summary=args.verbose or not args.once,
+        accept_filter=_accept_filter(args),
     )
     run_datagram_server(config, _log(args, env))
     return 0
