@@ -128,6 +128,12 @@ def _check_host(host: str, original: str) -> str:
         raise AddressError(f"invalid address {original!r}: empty host")
     if any(c.isspace() for c in host) or "/" in host or "[" in host or "]" in host:
         raise AddressError(f"invalid address {original!r}: malformed host {host!r}")
+    if host == "unix":
+        # "unix:PORT" would read back as a Unix socket path.
+        raise AddressError(
+            f"invalid address {original!r}: a host named 'unix' is ambiguous "
+            "(write unix:/path for a Unix socket)"
+        )
     return host
 
 
