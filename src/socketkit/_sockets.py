@@ -25,6 +25,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 
 from .address import (
     Endpoint,
@@ -43,9 +44,21 @@ __all__ = [
     "listen_backlog",
     "local_name",
     "peer_name",
+    "set_socket_factory",
 ]
 
 _WINDOWS = sys.platform == "win32"
+
+SocketFactory = Callable[[int, int, int], socket.socket]
+#: Makes every socket of the library (``socketkit.trace`` swaps in a traced one).
+_new_socket: SocketFactory = socket.socket
+
+
+def set_socket_factory(factory: SocketFactory | None) -> SocketFactory:
+    """Make the library's sockets with ``factory`` (None: plain); return the previous one."""
+    global _new_socket
+    previous, _new_socket = _new_socket, factory or socket.socket
+    return previous
 
 
 def listen_backlog(requested: int | None) -> int:
@@ -86,7 +99,7 @@ def _unix_socket_is_live(path: str, type: int) -> bool | None:
     """
     other = socket.SOCK_DGRAM if type == socket.SOCK_STREAM else socket.SOCK_STREAM
     for probe_type in (type, other):
-        probe = socket.socket(socket.AF_UNIX, probe_type)
+        probe = _new_socket(socket.AF_UNIX, probe_type, 0)
         try:
             probe.settimeout(1.0)
             probe.connect(path)
@@ -171,7 +184,7 @@ def bind_socket(
     if isinstance(endpoint, UnixEndpoint):
         require_unix_sockets()
         _remove_stale_unix_socket(endpoint.path, type)
-        sock = socket.socket(socket.AF_UNIX, type)
+        sock = _new_socket(socket.AF_UNIX, type, 0)
         try:
             sock.bind(endpoint.sockaddr)
             if type == socket.SOCK_STREAM and listen:
@@ -184,7 +197,7 @@ def bind_socket(
     last: SocketkitError | None = None
     for fam, sockaddr, dual in _bind_addresses(endpoint, family, type):
         try:
-            sock = socket.socket(fam, type)
+            sock = _new_socket(fam, type, 0)
         except OSError as exc:
             last = translate_os_error(exc, phase="bind", where=format_sockaddr(sockaddr))
             continue
@@ -237,7 +250,7 @@ def connect_socket(
     """
     if isinstance(endpoint, UnixEndpoint):
         require_unix_sockets()
-        sock = socket.socket(socket.AF_UNIX, type)
+        sock = _new_socket(socket.AF_UNIX, type, 0)
         try:
             if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
                 raise UnsupportedError("Unix datagram clients need Linux's autobind here")
@@ -258,7 +271,7 @@ def connect_socket(
         raise ConnectError("cannot connect: no host given")
     last: SocketkitError | None = None
     for addr in resolve(endpoint, family=family, type=type):
-        sock = socket.socket(addr.family, addr.type, addr.proto)
+        sock = _new_socket(addr.family, addr.type, addr.proto)
         try:
             sock.settimeout(timeout)
             sock.connect(addr.sockaddr)

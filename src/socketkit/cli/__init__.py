@@ -25,8 +25,8 @@ import sys
 from typing import NoReturn, TextIO
 
 from ..errors import SocketkitError, UsageError
-from . import clients, demo, netcat, relay, servers
-from ._common import Env
+from . import bench, clients, demo, netcat, relay, servers
+from ._common import Env, add_trace_option
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
@@ -52,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (servers, clients, demo, netcat, relay):
+    for module in (servers, clients, demo, netcat, relay, bench):
         module.add_parsers(sub)
+    for command in sub.choices.values():
+        add_trace_option(command)
     return parser
 
 
@@ -66,6 +68,8 @@ def main(
     show_traceback = "--traceback" in args_list
     try:
         args = build_parser().parse_args(args_list)
+        if getattr(args, "trace", False):
+            return _run_traced(args, env)
         code: int = args.run(args, env)
         return code
     except SocketkitError as exc:
@@ -85,6 +89,17 @@ def main(
         # Standard output went away (``socketkit ... | head``): exit quietly.
         _silence_stdout()
         return 0
+
+
+def _run_traced(args: argparse.Namespace, env: Env) -> int:
+    """Run the command with every socket call printed on standard error."""
+    from ..trace import tracing
+
+    if hasattr(args, "no_splice"):
+        args.no_splice = True  # splice(2) moves data where no traced call sees it
+    with tracing(env.stderr):
+        code: int = args.run(args, env)
+    return code
 
 
 def _silence_stdout() -> None:

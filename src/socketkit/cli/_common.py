@@ -28,6 +28,7 @@ __all__ = [
     "add_client_options",
     "add_common_options",
     "add_server_options",
+    "add_trace_option",
     "client_endpoint",
     "message_bytes",
     "nonnegative_float",
@@ -91,6 +92,17 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="say more on standard error")
     parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+
+
+def add_trace_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trace`` (print every socket call on standard error) unless present."""
+    if "--trace" in parser._option_string_actions:
+        return
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print each socket system call (socket, bind, send, recv...) on standard error",
     )
 
 

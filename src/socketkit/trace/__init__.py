@@ -1,0 +1,75 @@
+"""Trace mode: every socket call of the library, printed as it happens.
+
+``with tracing(sys.stderr): ...`` makes the library's seam
+(``socketkit._sockets``) hand out ``TracedSocket`` objects, which print one
+line per system call: socket, setsockopt, bind (with the port in host and
+network byte order), listen, accept, connect, send/recv, sendto/recvfrom,
+shutdown, close, each with its descriptor and outcome. It also selects the
+default asyncio loop (``SOCKETKIT_LOOP=asyncio``): uvloop's I/O happens in C
+where no Python object sees it. ``tests/trace`` checks the lines against
+``strace``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from .. import _sockets
+from ._events import SYSCALLS, TraceEvent, TracePrinter, preview
+from ._socket import TracedSocket, set_sink
+
+__all__ = [
+    "SYSCALLS",
+    "TraceEvent",
+    "TracePrinter",
+    "TracedSocket",
+    "is_tracing",
+    "preview",
+    "tracing",
+]
+
+_depth = 0
+
+
+def is_tracing() -> bool:
+    """True while a ``tracing`` block is active (fast paths step aside)."""
+    return _depth > 0
+
+
+@contextmanager
+def tracing(
+    stream: TextIO | None = None,
+    *,
+    sink: Callable[[TraceEvent], None] | None = None,
+    colour: bool | None = None,
+) -> Iterator[None]:
+    """Trace the library's sockets inside the block.
+
+    Args:
+        stream: where to print lines (usually standard error).
+        sink: receives each ``TraceEvent`` instead (tests, tools).
+        colour: force colour on or off (default: on for a terminal).
+    """
+    global _depth
+    if sink is None:
+        if stream is None:
+            raise ValueError("tracing() needs a stream or a sink")
+        sink = TracePrinter(stream, colour=colour)
+    old_sink = set_sink(sink)
+    old_factory = _sockets.set_socket_factory(TracedSocket)
+    old_loop = os.environ.get("SOCKETKIT_LOOP")
+    os.environ["SOCKETKIT_LOOP"] = "asyncio"
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        set_sink(old_sink)
+        _sockets.set_socket_factory(old_factory)
+        if old_loop is None:
+            os.environ.pop("SOCKETKIT_LOOP", None)
+        else:
+            os.environ["SOCKETKIT_LOOP"] = old_loop

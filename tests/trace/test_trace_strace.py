@@ -1,0 +1,248 @@
+"""``--trace`` tells the truth: its lines match what strace saw, call by call.
+
+Each test runs a command with ``--trace`` under ``strace -f -e
+trace=network,close`` and walks both sequences together:
+- every traced line must appear in strace's output, in the same order, with
+  the same system call, descriptor and outcome (return value or errno);
+- between a traced socket's creation and its close, strace may show no call
+  on that descriptor that the trace left out. Calls on descriptors the
+  program made elsewhere (asyncio's self-pipe, glibc's resolver) are not
+  sockets of the library and are skipped; so are getsockname, getpeername
+  and getsockopt, which the trace does not claim to show.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import LOOPBACK_TIMEOUT, Server, socketkit_argv
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="strace is Linux-only"),
+]
+
+#: System calls the trace claims to show (Linux names).
+CLAIMED = {
+    "socket",
+    "setsockopt",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "connect",
+    "sendto",
+    "recvfrom",
+    "shutdown",
+    "close",
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    fd: int
+    outcome: str  # "17", "0", or an errno name like "EAGAIN"
+    line: str
+
+
+_STRACE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\w+)\((.*)\)\s+=\s+(-?\d+)(?:\s+(E\w+))?")
+_TRACE = re.compile(r"^\[trace\] (?:pid \d+ )?fd (-?\d+) (\w+)\((.*)\) = (-1 (E\w+)|\d+)")
+_SYSCALL = {"accept": "accept4", "send": "sendto", "recv": "recvfrom", "recv_into": "recvfrom"}
+
+
+def _join_unfinished(lines: list[str]) -> list[str]:
+    """Glue ``<unfinished ...>`` / ``<... resumed>`` halves back together."""
+    pending: dict[str, str] = {}
+    out = []
+    for line in lines:
+        m = re.match(r"^(\d+)\s+(.*) <unfinished \.\.\.>$", line)
+        if m:
+            pending[m.group(1)] = f"{m.group(1)} {m.group(2)}"
+            out.append("")  # keep the call where it started
+            pending[m.group(1) + "#"] = str(len(out) - 1)
+            continue
+        m = re.match(r"^(\d+)\s+<\.\.\. \w+ resumed>(.*)$", line)
+        if m and m.group(1) in pending:
+            index = int(pending.pop(m.group(1) + "#"))
+            out[index] = pending.pop(m.group(1)) + m.group(2)
+            continue
+        out.append(line)
+    return [line for line in out if line]
+
+
+def parse_strace(text: str) -> list[Call]:
+    calls = []
+    for line in _join_unfinished(text.splitlines()):
+        m = _STRACE.match(line)
+        if not m or m.group(2) not in CLAIMED:
+            continue
+        name, args, ret, errname = m.group(2), m.group(3), int(m.group(4)), m.group(5)
+        fd = ret if name == "socket" else int(args.split(",")[0])
+        outcome = errname if ret == -1 and errname else str(ret)
+        calls.append(Call("accept4" if name == "accept" else name, fd, outcome, line))
+    return calls
+
+
+def parse_trace(text: str) -> list[Call]:
+    calls = []
+    for line in text.splitlines():
+        m = _TRACE.match(line)
+        if not m:
+            continue
+        name = _SYSCALL.get(m.group(2), m.group(2))
+        outcome = m.group(5) or m.group(4)
+        calls.append(Call(name, int(m.group(1)), outcome, line))
+    return calls
+
+
+def _same(ours: Call, theirs: Call) -> bool:
+    if ours.name != theirs.name or ours.fd != theirs.fd:
+        return False
+    if ours.outcome == theirs.outcome:
+        return True
+    # A socket with a timeout is non-blocking: connect(2) says EINPROGRESS
+    # and Python waits (the traced line says so); the connect succeeded.
+    return ours.name == "connect" and ours.outcome == "0" and theirs.outcome == "EINPROGRESS"
+
+
+def check_matches(ours: list[Call], theirs: list[Call]) -> None:
+    """Fail unless ``ours`` is strace's sequence on our descriptors (see module doc)."""
+    assert ours, "the command printed no trace lines"
+    tracked: set[int] = set()
+    i = 0
+    for call in theirs:
+        if i < len(ours) and _same(ours[i], call):
+            if call.name == "socket":
+                tracked.add(call.fd)
+            elif call.name == "accept4":
+                tracked.add(int(call.outcome))
+            elif call.name == "close":
+                tracked.discard(call.fd)
+            i += 1
+            continue
+        assert call.fd not in tracked, (
+            f"strace saw a call the trace did not show: {call.line!r}\n"
+            f"next traced line: {ours[i].line if i < len(ours) else None!r}"
+        )
+    assert i == len(ours), (
+        f"traced line not seen by strace (in order): {ours[i].line!r}\n"
+        + "\n".join(c.line for c in theirs)
+    )
+    assert not tracked, f"descriptors traced but never closed: {tracked}"
+
+
+def _strace_works() -> bool:
+    probe = subprocess.run(
+        ["strace", "-f", "-o", os.devnull, "true"], capture_output=True, timeout=LOOPBACK_TIMEOUT
+    )
+    return probe.returncode == 0
+
+
+def _strace_argv(log: Path, *argv: str) -> list[str]:
+    return ["strace", "-f", "-qq", "-s", "64", "-e", "trace=network,close", "-o", str(log), *argv]
+
+
+@pytest.fixture
+def strace_log(tmp_path: Path) -> Path:
+    if not _strace_works():
+        pytest.skip("strace cannot trace here (ptrace not permitted)")
+    return tmp_path / "strace.log"
+
+
+def _plain_lecture_server(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(LOOPBACK_TIMEOUT)
+        conn.recv(1023)
+        conn.sendall(b"Hello from server")
+
+
+def test_tcp_client_trace_matches_strace(strace_log: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(LOOPBACK_TIMEOUT)
+        thread = threading.Thread(target=_plain_lecture_server, args=(listener,))
+        thread.start()
+        port = listener.getsockname()[1]
+        proc = subprocess.run(
+            _strace_argv(strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")),
+            capture_output=True,
+            text=True,
+            timeout=LOOPBACK_TIMEOUT * 2,
+        )
+        thread.join(LOOPBACK_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Received: Hello from server\n"  # stdout unchanged by --trace
+    ours = parse_trace(proc.stderr)
+    assert [c.name for c in ours] == [
+        "socket",
+        "connect",
+        "setsockopt",
+        "sendto",
+        "shutdown",
+        "recvfrom",
+        "recvfrom",
+        "close",
+    ]
+    check_matches(ours, parse_strace(strace_log.read_text()))
+
+
+def test_udp_client_trace_matches_strace(strace_log: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(LOOPBACK_TIMEOUT)
+
+        def answer() -> None:
+            _, addr = server.recvfrom(1023)
+            server.sendto(b"Message received", addr)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        port = server.getsockname()[1]
+        proc = subprocess.run(
+            _strace_argv(strace_log, *socketkit_argv("udp-client", "-p", str(port), "--trace")),
+            capture_output=True,
+            text=True,
+            timeout=LOOPBACK_TIMEOUT * 2,
+        )
+        thread.join(LOOPBACK_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Received: Message received\n"
+    check_matches(parse_trace(proc.stderr), parse_strace(strace_log.read_text()))
+
+
+def test_tcp_server_trace_matches_strace(strace_log: Path) -> None:
+    argv = _strace_argv(
+        strace_log, *socketkit_argv("tcp-server", "--host", "127.0.0.1", "-p", "0", "--once")
+    )
+    proc = subprocess.Popen([*argv, "--trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = Server(proc)
+    try:
+        port = server.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as client:
+            client.sendall(b"Hello from client")
+            client.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := client.recv(1024):
+                reply += chunk
+        assert reply == b"Hello from server"
+        assert server.wait() == 0
+    finally:
+        server.close()
+    ours = parse_trace(server.err)
+    names = [c.name for c in ours]
+    assert names[:4] == ["socket", "setsockopt", "bind", "listen"]
+    assert "accept4" in names and "sendto" in names
+    assert "bind(127.0.0.1:0; port 0" in ours[2].line
+    check_matches(ours, parse_strace(strace_log.read_text()))
