@@ -140,6 +140,10 @@ class StreamEngine(ConnectionHost):
         self._accepting = False
         self._stopping = False
         self._accepted_total = 0
+        # Accepted sockets whose protocol is not yet up (``connection_made``
+        # runs a loop turn later): they count against ``max_conns`` too, or a
+        # burst accepted in one batch would overshoot the limit.
+        self._pending = 0
         self._backoff = ACCEPT_BACKOFF
         self._stopped: asyncio.Future[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -211,7 +215,7 @@ class StreamEngine(ConnectionHost):
         limits = self.limits
         if limits.max_clients is not None and self._accepted_total >= limits.max_clients:
             return False
-        return limits.max_conns is None or self.stats.active < limits.max_conns
+        return limits.max_conns is None or self.stats.active + self._pending < limits.max_conns
 
     def _accept_ready(self, listener: socket.socket) -> None:
         assert self._loop is not None
@@ -263,14 +267,18 @@ class StreamEngine(ConnectionHost):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         factory = self.service.protocol_factory
+        self._pending += 1
         coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
         task = self._loop.create_task(coro)
         task.add_done_callback(functools.partial(self._connect_done, sock))
 
     def _connect_done(self, sock: socket.socket, task: asyncio.Task[object]) -> None:
+        self._pending -= 1
         if task.cancelled() or task.exception() is not None:
             self.stats.errors += 1
             sock.close()
+        if not self._accepting and not self._stopping and self._room():
+            self._start_accepting()
 
     def closed(self, conn: ConnectionProtocol, reason: str | None) -> None:
         super().closed(conn, reason)
