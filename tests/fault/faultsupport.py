@@ -1,0 +1,262 @@
+"""Run socketkit servers and the relay as users do, and measure them from /proc.
+
+The processes write their output to files (not pipes) so that a server
+logging thousands of ``-v`` lines never blocks on a pipe nobody reads.
+Readiness is the listening line, found by polling the file with a deadline;
+every wait here is a condition polled with a deadline, never a sleep used as
+synchronisation.
+
+Figures each check measures are printed (``pytest -s``) and written to
+``tests/fault/results/<check>.json`` (gitignored) for the closing report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Seconds any single loopback step may take before a test fails.
+LOOPBACK_TIMEOUT = 10.0
+RESULTS = Path(__file__).resolve().parent / "results"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float = LOOPBACK_TIMEOUT, what: str = "condition"
+) -> object:
+    """Poll ``condition`` until it is truthy or ``timeout`` passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s (last: {value!r})")
+        time.sleep(delay)  # polling interval of a condition with a deadline
+        delay = min(delay * 2, 0.1)
+
+
+def record(check: str, **figures: object) -> None:
+    """Print a check's measured figures and keep them as JSON for the report."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{check}.json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    print(f"\n[fault] {check}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+class Proc:
+    """A socketkit subprocess whose stdout/stderr go to files; measured from /proc."""
+
+    def __init__(self, argv: Sequence[str], workdir: Path, nofile: int | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.out_path = workdir / "stdout"
+        self.err_path = workdir / "stderr"
+        self._out = self.out_path.open("wb")
+        self._err = self.err_path.open("wb")
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "socketkit", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            preexec_fn=limit if nofile is not None else None,
+        )
+        self.pid = self.proc.pid
+        self.exit_seconds: float | None = None
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text("utf-8", "replace")
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text("utf-8", "replace")
+
+    def wait_for(
+        self, pattern: str, timeout: float = LOOPBACK_TIMEOUT, stream: str = "both"
+    ) -> str:
+        regex = re.compile(pattern, re.M)
+
+        def found() -> re.Match[str] | None:
+            text = {"out": self.out, "err": self.err}.get(stream, self.out + self.err)
+            match = regex.search(text)
+            if match is None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"exited (rc {self.proc.returncode}) before {pattern!r}\n"
+                    f"stdout:\n{self.out}\nstderr:\n{self.err}"
+                )
+            return match
+
+        match = wait_until(found, timeout, f"{pattern!r} in the output")
+        assert isinstance(match, re.Match)
+        return match.group(1) if match.groups() else match.group(0)
+
+    def port(self) -> int:
+        return int(self.wait_for(r"listening on port (\d+)"))
+
+    # /proc measurements -------------------------------------------------------
+
+    def status_kib(self, field: str) -> int:
+        text = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+        assert match, field
+        return int(match.group(1))
+
+    def rss_kib(self) -> int:
+        return self.status_kib("VmRSS")
+
+    def hwm_kib(self) -> int:
+        return self.status_kib("VmHWM")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def sockets(self) -> int:
+        count = 0
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            with contextlib.suppress(OSError):
+                count += os.readlink(f"/proc/{self.pid}/fd/{fd}").startswith("socket:")
+        return count
+
+    def baseline_fds(self, port: int) -> int:
+        """The descriptor count at rest after one exchange came and went.
+
+        The first exchange makes the loop open a descriptor it keeps for good
+        (libuv holds one on /dev/null), so the baseline is taken after it,
+        once its socket is gone.
+        """
+        idle_sockets = self.sockets()
+        with connect(port) as sock:
+            sock.sendall(b"x\n")
+            sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                read_until_eof(sock)
+        wait_until(lambda: self.sockets() == idle_sockets, what="warm-up connection closed")
+        return self.fds()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (/proc/PID/stat)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    # ending ------------------------------------------------------------------
+
+    def terminate(self, timeout: float = LOOPBACK_TIMEOUT) -> int:
+        """SIGTERM, wait for exit; return the exit code (time kept in exit_seconds)."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.exit_seconds = time.monotonic() - start
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(LOOPBACK_TIMEOUT)
+        self._out.close()
+        self._err.close()
+
+    def summary(self) -> dict[str, float]:
+        """The ``summary:`` line the server prints at exit, as numbers."""
+        match = re.search(r"^summary: (.*)$", self.err, re.M)
+        assert match, f"no summary line in:\n{self.err}"
+        result = {}
+        for item in match.group(1).split(", "):
+            key, value = item.rsplit(" ", 1)
+            result[key] = float(value)
+        return result
+
+    def assert_clean_log(self) -> None:
+        err = self.err
+        assert "Traceback" not in err, err[-4000:]
+        assert "internal error" not in err, err[-4000:]
+
+
+@contextmanager
+def running(argv: Sequence[str], workdir: Path, nofile: int | None = None) -> Iterator[Proc]:
+    """Start ``socketkit ARGV``; kill it (by PID) at the end whatever happened."""
+    proc = Proc(argv, workdir, nofile)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@contextmanager
+def tcp_server(
+    workdir: Path, *args: str, nofile: int | None = None, quiet: bool = True
+) -> Iterator[Proc]:
+    """``socketkit tcp-server ARGS`` on a free loopback port, verbose (``-q``: no lecture lines)."""
+    argv = ["tcp-server", "--host", "127.0.0.1", "-p", "0", "-v", *(["-q"] if quiet else []), *args]
+    with running(argv, workdir, nofile) as proc:
+        proc.port()
+        yield proc
+
+
+def connect(port: int, timeout: float = LOOPBACK_TIMEOUT) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+def echo_roundtrip(
+    port: int, payload: bytes = b"ping\n", timeout: float = LOOPBACK_TIMEOUT
+) -> float:
+    """One exchange with an echo server on a fresh connection; return its latency."""
+    start = time.monotonic()
+    with connect(port, timeout) as sock:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(got)} of {len(payload)} bytes"
+            got += chunk
+        assert got == payload
+    return time.monotonic() - start
+
+
+def read_until_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
+    chunks = []
+    total = 0
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+        total += len(chunk)
+        assert total <= limit
+    return b"".join(chunks)
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """True when the peer closed (EOF or reset) within ``timeout``; drains what comes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+    return False
