@@ -250,7 +250,7 @@ def connect_socket(
     """
     if isinstance(endpoint, UnixEndpoint):
         require_unix_sockets()
-        sock = _new_socket(socket.AF_UNIX, type, 0)
+        sock = _client_socket(socket.AF_UNIX, type, 0, str(endpoint))
         try:
             if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
                 raise UnsupportedError("Unix datagram clients need Linux's autobind here")
@@ -271,7 +271,7 @@ def connect_socket(
         raise ConnectError("cannot connect: no host given")
     last: SocketkitError | None = None
     for addr in resolve(endpoint, family=family, type=type):
-        sock = _new_socket(addr.family, addr.type, addr.proto)
+        sock = _client_socket(addr.family, addr.type, addr.proto, str(endpoint))
         try:
             sock.settimeout(timeout)
             sock.connect(addr.sockaddr)
@@ -292,6 +292,18 @@ def connect_socket(
         return sock
     assert last is not None
     raise last
+
+
+def _client_socket(family: int, type: int, proto: int, where: str) -> socket.socket:
+    """socket(2) for a connection to ``where``; out of descriptors is our error too.
+
+    Raises:
+        SocketkitError: socket(2) failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
+    """
+    try:
+        return _new_socket(family, type, proto)
+    except OSError as exc:
+        raise translate_os_error(exc, phase="connect", where=where) from exc
 
 
 def _connect_timeout(where: str, timeout: float | None) -> SocketkitError:
