@@ -14,6 +14,7 @@ pending data, so nothing is lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import ssl
 import sys
@@ -29,6 +30,9 @@ from ._channels import Channel, DatagramChannel, SocketChannel, StdioChannel, TL
 from ._grammar import RelayAddress
 
 __all__ = ["Accepted", "Listener", "Log", "OpenOptions", "open_channel", "open_listener"]
+
+#: accept(2) errnos meaning "that one client went away before we accepted it".
+_CLIENT_GONE_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
 
 
 class Log:
@@ -173,6 +177,10 @@ class Listener:
             except OSError as exc:
                 if self._closed:
                     raise
+                # That one client went away before we took it (accept(2)):
+                # not the listener's failure, so take the next one.
+                if exc.errno in _CLIENT_GONE_ERRNOS:
+                    continue
                 raise translate_os_error(exc, phase="accept", where=self.name) from exc
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -24,11 +24,13 @@ slow, so memory stays bounded (one buffer per client).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import shutil
 import subprocess
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,13 @@ from ._open import Accepted, Listener, Log
 from ._pump import BUFFER_SIZE, OutputClosedError, PumpOptions, pump
 
 __all__ = ["ExecCommand", "Hub", "run_exec", "serve"]
+
+#: Seconds to wait before accepting again after running out of descriptors
+#: (doubling up to the maximum while it lasts), as the server engine does.
+ACCEPT_BACKOFF = 0.1
+ACCEPT_BACKOFF_MAX = 1.0
+#: accept(2) errnos meaning "out of resources": back off, don't spin.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 def serve(
@@ -59,15 +68,29 @@ def serve(
     connection, errors logged per connection.
     """
     slots = threading.BoundedSemaphore(max_conns) if max_conns else None
+    backoff = ACCEPT_BACKOFF
     while True:
         if slots is not None:
             slots.acquire()
         try:
             acc = listener.accept()
+        except SocketkitError as exc:
+            if slots is not None:
+                slots.release()
+            if not keep_open or exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            # Out of descriptors (or memory): the client stays in the backlog
+            # and the listener stays readable, so retrying at once would spin.
+            # Wait, longer each time, while the connections we have finish.
+            log.warn(f"{exc}; pausing accepts for {backoff:g} s")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+            continue
         except BaseException:
             if slots is not None:
                 slots.release()
             raise
+        backoff = ACCEPT_BACKOFF
         refusal = access.check(acc.addr)
         if refusal is not None:
             log.warn(f"refused {acc.peer}: {refusal}")
