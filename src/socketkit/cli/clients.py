@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..address import InetEndpoint
 from ..lecture import TCP_MESSAGE, UDP_MESSAGE, ClientConfig, run_tcp_client, run_udp_client
+from ..tls import add_tls_arguments, context_from_args, server_hostname_from_args
 from ._common import Env, add_client_options, client_endpoint, nonnegative_int
 
 __all__ = ["add_parsers"]
@@ -18,6 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "newline, followed by a half-close; with --count, messages go as lines.",
     )
     add_client_options(tcp, stream=True, default_message=TCP_MESSAGE)
+    add_tls_arguments(tcp, "client")
     tcp.set_defaults(run=run_tcp)
 
     udp = sub.add_parser(
@@ -48,7 +51,11 @@ def _config(args: argparse.Namespace) -> ClientConfig:
 
 
 def run_tcp(args: argparse.Namespace, env: Env) -> int:
-    return run_tcp_client(_config(args), env.stdout, env.stderr, verbose=args.verbose)
+    config = _config(args)
+    config.ssl_context = context_from_args(args, "client")
+    if config.ssl_context is not None and isinstance(config.endpoint, InetEndpoint):
+        config.server_hostname = server_hostname_from_args(args, config.endpoint.host or "")
+    return run_tcp_client(config, env.stdout, env.stderr, verbose=args.verbose)
 
 
 def run_udp(args: argparse.Namespace, env: Env) -> int:

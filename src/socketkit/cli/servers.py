@@ -14,6 +14,7 @@ from ..server import (
     run_datagram_server,
     run_stream_server,
 )
+from ..tls import add_tls_arguments, context_from_args
 from ._common import Env, add_server_options, nonnegative_float, positive_int, server_endpoint
 
 __all__ = ["add_parsers"]
@@ -29,6 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_server_options(tcp, stream=True)
     _add_access_options(tcp)
     _add_service_options(tcp, stream=True)
+    add_tls_arguments(tcp, "server")
     tcp.set_defaults(run=run_tcp_server)
 
     udp = sub.add_parser(
@@ -163,6 +165,7 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
         ),
         summary=args.verbose or not args.once,
         accept_filter=_accept_filter(args),
+        ssl_context=context_from_args(args, "server"),
     )
     run_stream_server(config, _log(args, env))
     return 0

@@ -8,6 +8,8 @@ How the TCP client interoperates with every server of the lecture:
   the wire are the original client's.
 - It then reads the reply up to a newline or the end of the stream: the C
   server sends raw bytes and closes, the Java server sends a line.
+- Over TLS (``--tls``) the half-close is left out: TLS has no portable
+  half-close, and the server's answer to a raw message ends the exchange.
 - With ``count`` > 1 the messages go as lines (a newline after each) over one
   connection, and each reply is read as a line: a half-close is possible only
   once, after the last message.
@@ -16,6 +18,7 @@ How the TCP client interoperates with every server of the lecture:
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -44,6 +47,8 @@ class ClientConfig:
     timeout: float = 5.0
     retries: int = 2
     max_reply_size: int = 64 * 1024
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
 
 
 def run_tcp_client(
@@ -62,13 +67,17 @@ def run_tcp_client(
         family=config.family,
         connect_timeout=config.timeout,
         timeout=config.timeout,
+        ssl_context=config.ssl_context,
+        server_hostname=config.server_hostname,
     ) as conn:
         if verbose and err is not None:
             err.write(f"connected to {conn.peer} from {conn.local}\n")
         for i in range(config.count):
             last = i == config.count - 1
             conn.send_all(message if config.count == 1 else message + b"\n")
-            if last:
+            # Over TLS there is no half-close; the server answers a raw
+            # message and closes, so the exchange ends the same way.
+            if last and config.ssl_context is None:
                 conn.shutdown_write()
             reply = conn.receive_message(reply_codec)
             if reply is None:

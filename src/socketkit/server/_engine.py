@@ -31,6 +31,7 @@ import errno
 import functools
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from ._services import ConnectionProtocol, Service
 
 __all__ = ["ConnectionHost", "DatagramEngine", "Limits", "StreamEngine", "install_signal_handlers"]
 
+#: Seconds a client gets to complete the TLS handshake.
+HANDSHAKE_TIMEOUT = 10.0
 #: Accepts per wake-up: enough to drain a burst, small enough to stay fair.
 ACCEPT_BATCH = 64
 #: Datagrams handled per wake-up before giving other work a turn.
@@ -130,6 +133,7 @@ class StreamEngine(ConnectionHost):
         log: ServerLog | None = None,
         accept_filter: Callable[[object], str | None] | None = None,
         proxy_protocol: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(
             log or ServerLog(), Stats(), accept_filter=accept_filter, proxy_protocol=proxy_protocol
@@ -137,6 +141,8 @@ class StreamEngine(ConnectionHost):
         self.listeners = listeners
         self.service = service
         self.limits = limits or Limits()
+        #: TLS for every accepted connection (None: plain TCP).
+        self.ssl_context = ssl_context
         self._accepting = False
         self._stopping = False
         self._accepted_total = 0
@@ -253,14 +259,14 @@ class StreamEngine(ConnectionHost):
                     continue
             self._accepted_total += 1
             self.stats.connections += 1
-            self._start_connection(sock)
+            self._start_connection(sock, addr)
         # Batch used up: the reader callback fires again on the next turn.
 
     def _resume_after_backoff(self) -> None:
         if self._room():
             self._start_accepting()
 
-    def _start_connection(self, sock: socket.socket) -> None:
+    def _start_connection(self, sock: socket.socket, addr: object) -> None:
         assert self._loop is not None
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -268,15 +274,31 @@ class StreamEngine(ConnectionHost):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         factory = self.service.protocol_factory
         self._pending += 1
-        coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
+        if self.ssl_context is None:
+            coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
+        else:
+            coro = self._loop.connect_accepted_socket(
+                lambda: factory(self),
+                sock,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
         task = self._loop.create_task(coro)
-        task.add_done_callback(functools.partial(self._connect_done, sock))
+        task.add_done_callback(functools.partial(self._connect_done, sock, addr))
 
-    def _connect_done(self, sock: socket.socket, task: asyncio.Task[object]) -> None:
+    def _connect_done(self, sock: socket.socket, addr: object, task: asyncio.Task[object]) -> None:
         self._pending -= 1
-        if task.cancelled() or task.exception() is not None:
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
             self.stats.errors += 1
             sock.close()
+        if exc is not None:
+            peer = format_sockaddr(addr)
+            if self.ssl_context is not None:
+                from ..tls import translate_ssl_error
+
+                exc = translate_ssl_error(exc, where=peer, role="server")
+            self.log.event(f"{peer}: closed: {exc}", "closed", peer=peer, reason=str(exc))
         if not self._accepting and not self._stopping and self._room():
             self._start_accepting()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -48,6 +49,7 @@ class ServerConfig:
         accept_filter: returns why an address may not connect, or None.
         proxy_protocol: expect a PROXY protocol header on every connection.
         handler: a coroutine serving each connection (instead of ``service``).
+        ssl_context: serve TLS with this context (``socketkit.tls.server_context``).
     """
 
     endpoint: Endpoint = field(default_factory=lambda: InetEndpoint(None, 8080))
@@ -65,6 +67,7 @@ class ServerConfig:
     accept_filter: Callable[[object], str | None] | None = None
     proxy_protocol: bool = False
     handler: Handler | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     def make_service(self, *, datagram: bool) -> Service:
         """The service these settings describe."""
@@ -118,6 +121,7 @@ def run_stream_server(
         log=log,
         accept_filter=config.accept_filter,
         proxy_protocol=config.proxy_protocol,
+        ssl_context=config.ssl_context,
     )
 
     async def main() -> Stats:

@@ -13,6 +13,7 @@ fails halfway, the error can say how many bytes went out.
 from __future__ import annotations
 
 import socket
+import ssl
 from types import TracebackType
 from typing import Self
 
@@ -25,6 +26,7 @@ from ..errors import (
     IncompleteReadError,
     SocketkitError,
     SocketTimeoutError,
+    UnsupportedError,
     translate_os_error,
 )
 from ..framing import Codec, LineCodec, ReceiveBuffer
@@ -223,6 +225,12 @@ class Connection:
         """
         if self._closed:
             raise ClosedError(f"connection to {self.peer} is already closed")
+        if isinstance(self._sock, ssl.SSLSocket):
+            # SSLSocket.shutdown drops the TLS state, and unwrap() loses data
+            # still in flight from the peer: neither is a half-close.
+            raise UnsupportedError(
+                f"half-close over TLS is not supported on the connection to {self.peer}"
+            )
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -322,22 +330,39 @@ def connect(
     family: int = socket.AF_UNSPEC,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     timeout: float | None = DEFAULT_IO_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Connection:
     """Open a stream connection to ``endpoint`` (``host:port``, ``[v6]:port``, ``unix:/p``).
 
     Args:
         endpoint: where to connect.
         family: AF_UNSPEC, AF_INET or AF_INET6, to force one.
-        connect_timeout: seconds to wait for the connection.
+        connect_timeout: seconds to wait for the connection (and the TLS handshake).
         timeout: the default timeout of each later call on the connection.
+        ssl_context: speak TLS with this context (``socketkit.tls.client_context``).
+        server_hostname: the name to send (SNI) and verify; default: the host.
 
     Raises:
         AddressError: malformed endpoint or unknown host.
         ConnectError: refused or unreachable.
+        TLSError: the TLS handshake failed (certificate, name, protocol).
         SocketTimeoutError: no answer within ``connect_timeout``.
     """
     target = _as_endpoint(endpoint, default_host="127.0.0.1")
     sock = connect_socket(target, family=family, timeout=connect_timeout)
+    if ssl_context is not None:
+        from ..tls import handshake
+
+        default_name = target.host if isinstance(target, InetEndpoint) else None
+        sock = handshake(
+            sock,
+            ssl_context,
+            role="client",
+            where=str(target),
+            server_hostname=server_hostname or default_name,
+            timeout=connect_timeout,
+        )
     return Connection(sock, timeout=timeout)
 
 
