@@ -35,12 +35,16 @@ def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
     """Build a codec from its command-line name: ``raw``, ``line``, ``u32``, ``lecture``."""
     from ..errors import UsageError
 
-    if name == "raw":
-        return RawCodec(max_message_size or DEFAULT_MAX_CHUNK_SIZE)
-    if name == "line":
-        return LineCodec(max_message_size or DEFAULT_MAX_LINE_LENGTH)
-    if name == "u32":
-        return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
-    if name == "lecture":
-        return LectureCodec(max_message_size or 1023)
+    try:
+        if name == "raw":
+            return RawCodec(max_message_size or DEFAULT_MAX_CHUNK_SIZE)
+        if name == "line":
+            return LineCodec(max_message_size or DEFAULT_MAX_LINE_LENGTH)
+        if name == "u32":
+            return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
+        if name == "lecture":
+            return LectureCodec(max_message_size or 1023)
+    except ValueError as exc:
+        # A setting from the command line (--max-line): one line, not a traceback.
+        raise UsageError(f"framing {name}: {exc}") from exc
     raise UsageError(f"unknown framing {name!r}: choose raw, line, u32 or lecture")
