@@ -273,12 +273,21 @@ class StreamEngine(ConnectionHost):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         factory = self.service.protocol_factory
+        # The address accept() gave: getpeername() fails on a connection the
+        # client reset before its protocol was made, and the log needs a peer.
+        peer = format_sockaddr(addr) if addr else "unix:(unnamed)"
+
+        def make_protocol() -> ConnectionProtocol:
+            protocol = factory(self)
+            protocol.peer = peer
+            return protocol
+
         self._pending += 1
         if self.ssl_context is None:
-            coro = self._loop.connect_accepted_socket(lambda: factory(self), sock)
+            coro = self._loop.connect_accepted_socket(make_protocol, sock)
         else:
             coro = self._loop.connect_accepted_socket(
-                lambda: factory(self),
+                make_protocol,
                 sock,
                 ssl=self.ssl_context,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT,

@@ -108,7 +108,8 @@ class ConnectionProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        self.peer = self.host.peer_of(transport)
+        if self.peer == "?":  # the engine names it from accept(); other hosts ask the transport
+            self.peer = self.host.peer_of(transport)
         self.host.opened(self)
         if self.host.proxy_protocol:
             self._proxy = ReceiveBuffer()
