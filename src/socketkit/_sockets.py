@@ -61,14 +61,20 @@ def set_socket_factory(factory: SocketFactory | None) -> SocketFactory:
     return previous
 
 
+#: listen()'s backlog is a C int.
+_MAX_BACKLOG = 2**31 - 1
+
+
 def listen_backlog(requested: int | None) -> int:
     """The backlog to pass to listen(): the request, or the system maximum.
 
     A large default lets a burst of simultaneous connects wait in the kernel
     instead of losing SYNs; the kernel caps it at net.core.somaxconn anyway.
+    A request beyond a C int is capped too (listen() would raise
+    OverflowError: ``--backlog 99999999999999`` means "as many as allowed").
     """
     if requested is not None:
-        return max(0, requested)
+        return min(max(0, requested), _MAX_BACKLOG)
     return max(128, socket.SOMAXCONN)
 
 
