@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from socketkit._sockets import listen_backlog
 from socketkit.address import format_sockaddr, parse_endpoint, parse_port
 from socketkit.errors import AddressError, FramingError, IncompleteReadError, UsageError
 from socketkit.framing import (
@@ -276,3 +278,12 @@ def test_access_list_parses_or_raises_address_error(allow: list[str], deny: list
     acl.check(("127.0.0.1", 1))
     acl.check(("::1", 1, 0, 0))
     acl.check(None)
+
+
+@FUZZ
+@given(requested=st.one_of(st.none(), st.integers(-(2**70), 2**70)))
+def test_any_backlog_setting_is_one_listen_accepts(requested: int | None) -> None:
+    backlog = listen_backlog(requested)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(backlog)  # no OverflowError, whatever --backlog or backlog= said
