@@ -192,6 +192,7 @@ class Proc:
         err = self.err
         assert "Traceback" not in err, err[-4000:]
         assert "internal error" not in err, err[-4000:]
+        assert not re.search(r"^None: ", err, re.M), "a log line without its peer"
 
 
 @contextmanager
