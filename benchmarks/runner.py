@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": st.ctx.python,
             "socketkit_args": list(st.ctx.socketkit_args),
             "fresh_server_per_run": True,
+            "run_order": "interleaved: run 1 of every server, then run 2, ...",
+            "noisy_threshold_pct_of_a_core": NOISY_OTHERS_PCT,
         },
         "machine": machine_info(),
         "scenarios": [],
