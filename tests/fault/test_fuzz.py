@@ -61,6 +61,8 @@ SLACK = {"line": 1, "line-strict": 1, "u32": 4, "raw": 0, "lecture": 0}
 hostile = st.lists(
     st.one_of(
         st.binary(max_size=40),
+        # Runs without a newline around the limit: the lines a codec must refuse.
+        st.integers(LIMIT - 2, 3 * LIMIT).map(lambda n: b"A" * n),
         st.sampled_from([b"\n", b"\r\n", b"\r", b"\x00", b"\xff\xff\xff\xff", b"\x00\x00\x00\x05"]),
     ),
     max_size=30,

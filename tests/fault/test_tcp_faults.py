@@ -273,6 +273,18 @@ def test_abrupt_endings(tmp_path: Path) -> None:
             reader.join(LOOPBACK_TIMEOUT)
             assert not reader.is_alive()
         assert sha(got[0]) == sha(payload)
+        # Half-close with the echo still queued in the server (the client has a
+        # tiny receive buffer and reads only after its end of stream): the rest
+        # must still come, then EOF - not a reset that throws it away.
+        rest = os.urandom(256 * 1024)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(LOOPBACK_TIMEOUT)
+        s.connect(("127.0.0.1", port))
+        with s:
+            s.sendall(rest)
+            s.shutdown(socket.SHUT_WR)
+            assert sha(read_until_eof(s)) == sha(rest)
         # Connect-and-close, plain and with a reset, thousands of times.
         for i in range(3000):
             s = socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT)
@@ -297,7 +309,7 @@ def test_abrupt_endings(tmp_path: Path) -> None:
         latency_after_s=round(latency, 3),
         errors=summary["errors"],
     )
-    assert summary["connections"] == 1 + 100 + 1 + 3000 + 1
+    assert summary["connections"] == 1 + 100 + 2 + 3000 + 1
 
 
 def test_oversize_line_and_garbage(tmp_path: Path) -> None:
