@@ -173,7 +173,9 @@ def plot(doc: dict[str, Any], path: str) -> None:
             bottom.legend(fontsize=8)
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
-    top.set_xlabel("seconds")
+    top.set_xlim(left=0)
+    top.set_ylim(bottom=0)
+    top.set_xlabel("seconds (each point: the interval ending there)")
     if latency is None:
         bottom.set_xlabel("seconds")
     fig.tight_layout()
