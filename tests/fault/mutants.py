@@ -117,7 +117,7 @@ MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
         "                    return\n                    self._loop.call_later(",
         [LIM + "test_out_of_descriptors_backs_off_and_recovers"],
     ),
-    "9r relay exits on EMFILE (the bug fixed in 5fbe54e)": (
+    "9r relay exits on EMFILE (the bug fixed in 9a9380a)": (
         "relay/_serve.py",
         "            if not keep_open or exc.errno not in _RESOURCE_ERRNOS:",
         "            if True:",
@@ -135,7 +135,7 @@ MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
         "    return 5",
         [LIM + "test_burst_of_a_thousand_connects"],
     ),
-    "10 codec settings raise ValueError (the bug fixed in c736d14)": (
+    "10 codec settings raise ValueError (the bug fixed in 5e4a40c)": (
         "framing/__init__.py",
         "    except ValueError as exc:",
         "    except ZeroDivisionError as exc:",
@@ -147,7 +147,7 @@ MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
         "    if False:",
         [FUZZ + "test_port_parser_parses_or_raises_address_error"],
     ),
-    "10c huge backlog overflows listen() (the bug fixed in 493cd51)": (
+    "10c huge backlog overflows listen() (the bug fixed in 8522aca)": (
         "_sockets.py",
         "        return min(max(0, requested), _MAX_BACKLOG)",
         "        return max(0, requested)",
