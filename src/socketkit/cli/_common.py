@@ -83,6 +83,13 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = nonnegative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds above 0, got 0")
+    return value
+
+
 def message_bytes(text: str) -> bytes:
     """Command-line text as bytes (UTF-8, undecodable bytes kept as they were)."""
     return text.encode("utf-8", "surrogateescape")

@@ -15,7 +15,14 @@ from ..server import (
     run_stream_server,
 )
 from ..tls import add_tls_arguments, context_from_args
-from ._common import Env, add_server_options, nonnegative_float, positive_int, server_endpoint
+from ._common import (
+    Env,
+    add_server_options,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    server_endpoint,
+)
 
 __all__ = ["add_parsers"]
 
@@ -72,7 +79,7 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
         )
         parser.add_argument(
             "--idle-timeout",
-            type=nonnegative_float,
+            type=positive_float,
             default=None,
             metavar="S",
             help="close a connection idle for S seconds",

@@ -325,7 +325,7 @@ class StreamEngine(ConnectionHost):
         # A connection is closed after ``ticks`` sweeps without progress:
         # between idle_timeout and idle_timeout + interval seconds idle.
         ticks = 4
-        interval = idle_timeout / ticks
+        interval = max(idle_timeout, 0.01) / ticks
         while True:
             await asyncio.sleep(interval)
             idle = []
