@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from ..errors import SocketkitError, UsageError
 from . import bench, clients, demo, netcat, relay, servers
@@ -54,9 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module in (servers, clients, demo, netcat, relay, bench):
         module.add_parsers(sub)
-    for command in sub.choices.values():
-        add_trace_option(command)
+    _add_trace_everywhere(sub)
     return parser
+
+
+def _add_trace_everywhere(sub: argparse._SubParsersAction[Any]) -> None:
+    """``--trace`` on every leaf command (``bench server`` as well as ``tcp-client``)."""
+    for command in sub.choices.values():
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for action in nested:
+                _add_trace_everywhere(action)
+        else:
+            add_trace_option(command)
 
 
 def main(

@@ -48,6 +48,18 @@ def _emit(event: TraceEvent) -> None:
         sink(event)
 
 
+def _emit_error(exc: OSError, call: str, fd: int, args: str) -> None:
+    """Report a failed call, unless no system call was made.
+
+    On a socket with a timeout Python polls first; when the poll times out
+    it raises TimeoutError (errno None) without calling the function at all,
+    so there is nothing to report: strace sees only the poll.
+    """
+    if isinstance(exc, TimeoutError) and exc.errno is None:
+        return
+    _emit(TraceEvent(call, fd, args, error=_err(exc)))
+
+
 def _err(exc: OSError) -> str:
     import errno as errno_mod
 
@@ -132,7 +144,7 @@ class TracedSocket(socket.socket):
             super().__init__(family, type, proto, fileno)
         except OSError as exc:
             if fileno is None:
-                _emit(TraceEvent("socket", -1, f"{family}, {type}, {proto}", error=_err(exc)))
+                _emit_error(exc, "socket", -1, f"{family}, {type}, {proto}")
             raise
         if fileno is None:
             args = (
@@ -151,7 +163,7 @@ class TracedSocket(socket.socket):
             else:
                 super().setsockopt(level, optname, value, optlen)
         except OSError as exc:
-            _emit(TraceEvent("setsockopt", self.fileno(), args, error=_err(exc)))
+            _emit_error(exc, "setsockopt", self.fileno(), args)
             raise
         _emit(TraceEvent("setsockopt", self.fileno(), args))
 
@@ -160,7 +172,7 @@ class TracedSocket(socket.socket):
         try:
             super().bind(address)
         except OSError as exc:
-            _emit(TraceEvent("bind", self.fileno(), args, error=_err(exc)))
+            _emit_error(exc, "bind", self.fileno(), args)
             raise
         _emit(TraceEvent("bind", self.fileno(), args))
 
@@ -178,7 +190,7 @@ class TracedSocket(socket.socket):
         try:
             newfd, addr = self._accept()  # type: ignore[attr-defined]
         except OSError as exc:
-            _emit(TraceEvent("accept", fd, "", error=_err(exc)))
+            _emit_error(exc, "accept", fd, "")
             raise
         sock = TracedSocket(self.family, self.type, self.proto, fileno=newfd)
         # As socket.accept does: a listener with a timeout hands out blocking sockets.
@@ -190,14 +202,19 @@ class TracedSocket(socket.socket):
     def connect(self, address: Any) -> None:
         args = _addr(address)
         timeout = self.gettimeout()
-        if timeout is not None:
+        if timeout is not None and self.type == socket.SOCK_STREAM:
             # Python makes a socket with a timeout non-blocking: connect(2)
             # answers EINPROGRESS and Python polls until it completes.
             args += f"; non-blocking, {timeout:g} s timeout: EINPROGRESS, poll, SO_ERROR"
         try:
             super().connect(address)
         except OSError as exc:
-            _emit(TraceEvent("connect", self.fileno(), args, error=_err(exc)))
+            if isinstance(exc, TimeoutError) and exc.errno is None:
+                # connect(2) was made (EINPROGRESS); the wait after it ran out.
+                no_answer = f"EINPROGRESS (then no answer within {timeout:g} s)"
+                _emit(TraceEvent("connect", self.fileno(), args, error=no_answer))
+            else:
+                _emit_error(exc, "connect", self.fileno(), args)
             raise
         _emit(TraceEvent("connect", self.fileno(), args))
 
@@ -218,7 +235,7 @@ class TracedSocket(socket.socket):
         try:
             n = super().send(view, flags)
         except OSError as exc:
-            _emit(TraceEvent("send", self.fileno(), f"{len(view)} bytes", error=_err(exc)))
+            _emit_error(exc, "send", self.fileno(), f"{len(view)} bytes")
             raise
         _emit(TraceEvent("send", self.fileno(), f"{len(view)} bytes {preview(view[:n])}", str(n)))
         return n
@@ -241,7 +258,7 @@ class TracedSocket(socket.socket):
         try:
             n = super().sendto(view, flags, address)
         except OSError as exc:
-            _emit(TraceEvent("sendto", self.fileno(), args, error=_err(exc)))
+            _emit_error(exc, "sendto", self.fileno(), args)
             raise
         _emit(TraceEvent("sendto", self.fileno(), f"{args} {preview(view[:n])}", str(n)))
         return n
@@ -250,7 +267,7 @@ class TracedSocket(socket.socket):
         try:
             data = super().recv(bufsize, flags)
         except OSError as exc:
-            _emit(TraceEvent("recv", self.fileno(), f"up to {bufsize}", error=_err(exc)))
+            _emit_error(exc, "recv", self.fileno(), f"up to {bufsize}")
             raise
         shown = preview(data) if data else "(end of stream)"
         _emit(TraceEvent("recv", self.fileno(), f"up to {bufsize}: {shown}", str(len(data))))
@@ -261,7 +278,7 @@ class TracedSocket(socket.socket):
         try:
             n = super().recv_into(buffer, nbytes, flags)
         except OSError as exc:
-            _emit(TraceEvent("recv", self.fileno(), f"up to {asked}", error=_err(exc)))
+            _emit_error(exc, "recv", self.fileno(), f"up to {asked}")
             raise
         shown = preview(memoryview(buffer).cast("B")[:n]) if n else "(end of stream)"
         _emit(TraceEvent("recv", self.fileno(), f"up to {asked}: {shown}", str(n)))
@@ -271,7 +288,7 @@ class TracedSocket(socket.socket):
         try:
             data, addr = super().recvfrom(bufsize, flags)
         except OSError as exc:
-            _emit(TraceEvent("recvfrom", self.fileno(), f"up to {bufsize}", error=_err(exc)))
+            _emit_error(exc, "recvfrom", self.fileno(), f"up to {bufsize}")
             raise
         args = f"up to {bufsize} from {_addr(addr)}: {preview(data)}"
         _emit(TraceEvent("recvfrom", self.fileno(), args, str(len(data))))
@@ -283,7 +300,7 @@ class TracedSocket(socket.socket):
         try:
             super().shutdown(how)
         except OSError as exc:
-            _emit(TraceEvent("shutdown", self.fileno(), args, error=_err(exc)))
+            _emit_error(exc, "shutdown", self.fileno(), args)
             raise
         _emit(TraceEvent("shutdown", self.fileno(), args))
 
