@@ -79,7 +79,9 @@ class SocketChannel(Channel):
         self.sock = sock
         self.name = name
         self._closed = False
-        if _SPLICE and sock.type == socket.SOCK_STREAM and not isinstance(sock, ssl.SSLSocket):
+        # Only a plain socket splices: a subclass (SSLSocket, or --trace's
+        # TracedSocket, whose calls must be seen) goes through its methods.
+        if _SPLICE and sock.type == socket.SOCK_STREAM and type(sock) is socket.socket:
             self.splice_fd = sock.fileno()
 
     def read_into(self, buf: memoryview) -> int:
