@@ -86,7 +86,7 @@ def test_bind_shows_both_byte_orders() -> None:
 
 def test_checker_catches_a_missing_line() -> None:
     strace = [
-        Call("socket", 3, "3", "socket"),
+        Call("socket", 3, "3 AF_INET", "socket"),
         Call("sendto", 3, "5", "sendto"),
         Call("close", 3, "0", "close"),
     ]

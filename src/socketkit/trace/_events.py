@@ -13,7 +13,11 @@ Line format (stable; tests and docs parse it)::
     [trace] fd 3 connect(127.0.0.1:8080) = 0
     [trace] fd 3 send(17 bytes "Hello from client") = 17
 
-A child process (a server's workers) adds ``pid N`` after ``[trace]``.
+A child process (a server's workers) adds ``pid N`` after ``[trace]``; a
+thread other than the main one adds ``tid N`` (its native id, the number
+strace prints for it). Within one thread the lines are in system-call order;
+between threads, two calls finishing at the same moment may print in either
+order (each line is written after its call returns).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class TraceEvent:
         args: the arguments, formatted for people.
         result: what the call returned, formatted (``3``, ``17``, ``0``).
         error: ``ECONNREFUSED (Connection refused)`` when the call failed.
+        tid: the native id of the thread that made the call (0: not recorded).
     """
 
     call: str
@@ -79,13 +84,16 @@ class TraceEvent:
     args: str
     result: str = "0"
     error: str | None = None
+    tid: int = 0
 
     @property
     def syscall(self) -> str:
         """The Linux system call name strace prints for this call."""
         return SYSCALLS.get(self.call, self.call)
 
-    def format(self, *, colour: bool = False, pid: int | None = None) -> str:
+    def format(
+        self, *, colour: bool = False, pid: int | None = None, main_tid: int | None = None
+    ) -> str:
         """The event's line, without a newline."""
         outcome = f"-1 {self.error}" if self.error is not None else self.result
         name = self.call
@@ -94,6 +102,8 @@ class TraceEvent:
             name = f"\x1b[1;{code}m{name}\x1b[0m"
             outcome = f"\x1b[31m{outcome}\x1b[0m" if self.error is not None else outcome
         who = f"pid {pid} " if pid is not None else ""
+        if self.tid and main_tid is not None and self.tid != main_tid:
+            who += f"tid {self.tid} "
         return f"[trace] {who}fd {self.fd} {name}({self.args}) = {outcome}"
 
 
@@ -126,7 +136,8 @@ class TracePrinter:
 
     def __call__(self, event: TraceEvent) -> None:
         pid = os.getpid()
-        line = event.format(colour=self.colour, pid=pid if pid != self._pid else None)
+        # On Linux the main thread's native id is the process id.
+        line = event.format(colour=self.colour, pid=pid if pid != self._pid else None, main_tid=pid)
         with self._lock:
             try:
                 self.stream.write(line + "\n")

@@ -21,8 +21,10 @@ Invariant: ``sendall`` is a loop of traced ``send`` calls, so every
 from __future__ import annotations
 
 import _socket
+import dataclasses
 import functools
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +47,7 @@ def set_sink(sink: Sink | None) -> Sink | None:
 def _emit(event: TraceEvent) -> None:
     sink = _sink
     if sink is not None:
-        sink(event)
+        sink(dataclasses.replace(event, tid=threading.get_native_id()))
 
 
 def _emit_error(exc: OSError, call: str, fd: int, args: str) -> None:
