@@ -145,7 +145,8 @@ KIND_RUNNERS: dict[str, KindRunner] = {
     "udp": run_timed,
     "bulk": run_bulk,
     "idle": run_idle,
-    # "relay": see benchmarks/relay.py (relays are not echo servers: they get their own loop).
+    # "relay" scenarios are not runs on an echo server: bench_relay_scenario hands them
+    # to benchmarks/relay.py, which runs its own contenders (socketkit relay, socat, ncat).
 }
 
 
@@ -250,6 +251,26 @@ def bench_scenario(
         for spec in servers:
             summarize(sc, entries[spec.name], st)
         add_ratios(sc_result)
+
+
+def bench_relay_scenario(sc: Scenario, st: Settings, sc_result: dict[str, Any]) -> None:
+    """A relay-throughput scenario: every relay of ``relay.RELAYS``, interleaved runs.
+    Its ratios are against socat (in the note column), not against the echo servers."""
+    sc_result["references"] = list(getattr(relay, "REFERENCES", ()))
+    try:
+        sc_result["results"] = relay.bench_relays(
+            sc,
+            runs=st.runs,
+            quick=st.quick,
+            relay_cpu=st.server_cpu,
+            loadgen_cpu=st.loadgen_cpu,
+            log=log,
+        )
+    except Exception as exc:  # never let one scenario end the run
+        log(f"[{sc.name}] FAILED ({exc})")
+        sc_result["results"] = {
+            "relays": {"server": "relays", "status": "failed", "reason": str(exc), "runs": []}
+        }
 
 
 def add_ratios(sc_result: dict[str, Any]) -> None:
@@ -406,7 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [
         s for s in all_scenarios() if not selected or s.name in selected or s.kind in selected
     ]
-    scenarios = [s for s in scenarios if s.kind in KIND_RUNNERS]
+    # Relay scenarios have their own contenders: they run by default and when asked for,
+    # but not when --server narrows the run to some echo servers.
+    scenarios = [
+        s
+        for s in scenarios
+        if s.kind in KIND_RUNNERS
+        or (s.kind == "relay" and (not args.server or s.name in selected or "relay" in selected))
+    ]
     servers = [SERVERS[n] for n in (args.server or SERVERS)]
 
     started = dt.datetime.now()
@@ -453,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                 "results": {},
             }
             report["scenarios"].append(sc_result)
-            bench_scenario(sc, servers, st, sc_result)
+            if sc.kind == "relay":
+                bench_relay_scenario(sc, st, sc_result)
+            else:
+                bench_scenario(sc, servers, st, sc_result)
     except KeyboardInterrupt:
         interrupted = True
         log("benchmarks: interrupted; reporting what was measured")
