@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from .._sockets import bind_socket, local_name
 from ..address import Endpoint, InetEndpoint, UnixEndpoint
@@ -124,30 +125,8 @@ def run_stream_server(
         ssl_context=config.ssl_context,
     )
 
-    async def main() -> Stats:
-        undo = install_signal_handlers(engine.stop) if handle_signals else None
-        try:
-            log.event(f"event loop: {loop_name()}", "loop", True)
-            if announce:
-                log.listening(
-                    f"Server listening on {_where(sock, config.endpoint)}",
-                    address=local_name(sock),
-                )
-            if on_ready is not None:
-                on_ready(engine)
-            return await engine.serve()
-        finally:
-            if undo is not None:
-                undo()
-
-    try:
-        stats = run(main())
-    finally:
-        sock.close()
-        _unlink_unix(config.endpoint)
-    if config.summary:
-        log.summary(stats)
-    return stats
+    ready = f"Server listening on {_where(sock, config.endpoint)}" if announce else None
+    return _serve(engine, sock, config, log, ready, on_ready, handle_signals)
 
 
 def run_datagram_server(
@@ -174,14 +153,30 @@ def run_datagram_server(
         accept_filter=config.accept_filter,
     )
 
+    ready = f"UDP server listening on {_where(sock, config.endpoint)}"
+    return _serve(engine, sock, config, log, ready, on_ready, handle_signals)
+
+
+E = TypeVar("E", StreamEngine, DatagramEngine)
+
+
+def _serve(
+    engine: E,
+    sock: socket.socket,
+    config: ServerConfig,
+    log: ServerLog,
+    ready_line: str | None,
+    on_ready: Callable[[E], None] | None,
+    handle_signals: bool,
+) -> Stats:
+    """Run an engine on the chosen loop: announce, serve, clean up, summarise."""
+
     async def main() -> Stats:
         undo = install_signal_handlers(engine.stop) if handle_signals else None
         try:
             log.event(f"event loop: {loop_name()}", "loop", True)
-            log.listening(
-                f"UDP server listening on {_where(sock, config.endpoint)}",
-                address=local_name(sock),
-            )
+            if ready_line is not None:
+                log.listening(ready_line, address=local_name(sock))
             if on_ready is not None:
                 on_ready(engine)
             return await engine.serve()
