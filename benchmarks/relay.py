@@ -9,8 +9,9 @@ same load with no relay at all: the ceiling on this machine.
 
 Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
 
-* ``socketkit``           ``socketkit relay tcp-listen:P,fork tcp:127.0.0.1:Q`` (splice on Linux)
-* ``socketkit-portable``  the same with ``--no-splice`` (user-space buffers)
+* ``socketkit``           ``socketkit relay tcp-listen:P,fork tcp:127.0.0.1:Q`` (the default
+                          path: 256 KiB user-space buffers)
+* ``socketkit-splice``    the same with ``--splice`` (splice(2) through a pipe, Linux)
 * ``socat``               ``socat TCP-LISTEN:P,reuseaddr,fork TCP:127.0.0.1:Q``
 * ``socat-b64k``          the same with ``-b 65536``
 * ``ncat``                ``ncat -l -k 127.0.0.1 P --sh-exec 'ncat 127.0.0.1 Q'``
@@ -88,7 +89,7 @@ def _socketkit(*extra: str) -> Callable[[int, int], list[str]]:
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     "direct": lambda listen, target: [],
     "socketkit": _socketkit(),
-    "socketkit-portable": _socketkit("--no-splice"),
+    "socketkit-splice": _socketkit("--splice"),
     "socat": lambda listen, target: [
         "socat",
         f"TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork",

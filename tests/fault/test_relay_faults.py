@@ -114,7 +114,7 @@ def test_relay_slow_reader_memory_bounded(tmp_path: Path, splice: bool) -> None:
     """Check 2 (relay): 32 MiB through the relay to a reader at ~12 MiB/s: memory flat."""
     size = 32 * MiB
     payload = os.urandom(size)
-    options = [] if splice else ["--no-splice"]
+    options = ["--splice"] if splice else []
     with relay_to_echo(tmp_path, *options) as (relay, port):
         echo_roundtrip(port)
         rss_before = relay.rss_kib()
