@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Self
 
+from .._closing import AsyncClosing
 from .._sockets import bind_socket
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from ..address import Endpoint, InetEndpoint, UnixEndpoint, format_sockaddr, parse_endpoint
@@ -37,7 +36,7 @@ __all__ = ["Connection", "Server", "connect", "start_server"]
 RECEIVE_SIZE = 64 * 1024
 
 
-class Connection:
+class Connection(AsyncClosing):
     """A connected stream with whole-message sends and receives (asyncio)."""
 
     def __init__(
@@ -65,17 +64,6 @@ class Connection:
     def writer(self) -> asyncio.StreamWriter:
         """The asyncio writer (for ``start_tls`` and transport details)."""
         return self._writer
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -284,7 +272,7 @@ async def connect(
 Handler = Callable[[Connection], Awaitable[None]]
 
 
-class Server:
+class Server(AsyncClosing):
     """A listening asyncio server; ``aclose`` stops it."""
 
     def __init__(self, server: asyncio.Server, sock: socket.socket) -> None:
@@ -303,17 +291,6 @@ class Server:
         """Stop listening and wait for the listening socket to close."""
         self._server.close()
         await self._server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def start_server(

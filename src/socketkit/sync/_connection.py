@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-from types import TracebackType
-from typing import Self
 
+from .._closing import Closing
 from .._sockets import bind_socket, connect_socket, local_name, peer_name
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, InetEndpoint, parse_endpoint
@@ -44,7 +43,7 @@ def _as_endpoint(endpoint: Endpoint | str, default_host: str | None) -> Endpoint
     return endpoint
 
 
-class Connection:
+class Connection(Closing):
     """A connected stream socket with whole-message sends and receives.
 
     Use as a context manager, or call ``close()``. Not thread-safe: one
@@ -72,17 +71,6 @@ class Connection:
     def fileno(self) -> int:
         """The descriptor: a socket is a file descriptor."""
         return self._sock.fileno()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -256,7 +244,7 @@ class Connection:
         return self._eof and not self._buffer
 
 
-class Listener:
+class Listener(Closing):
     """A listening stream socket; ``accept`` returns ``Connection`` objects."""
 
     def __init__(self, sock: socket.socket, *, timeout: float | None = DEFAULT_IO_TIMEOUT) -> None:
@@ -311,17 +299,6 @@ class Listener:
         if not self._closed:
             self._closed = True
             self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def connect(

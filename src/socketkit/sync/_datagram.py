@@ -12,9 +12,8 @@ answer and sends again up to ``retries`` more times.
 from __future__ import annotations
 
 import socket
-from types import TracebackType
-from typing import Self
 
+from .._closing import Closing
 from .._sockets import bind_socket, connect_socket, local_name
 from .._timeouts import DEFAULT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, InetEndpoint, format_sockaddr, parse_endpoint
@@ -40,7 +39,7 @@ MAX_UDP_PAYLOAD = 65507
 DEFAULT_MAX_DATAGRAM_SIZE = MAX_UDP_PAYLOAD
 
 
-class DatagramSocket:
+class DatagramSocket(Closing):
     """A datagram socket: bound (a server) or connected to one peer (a client)."""
 
     def __init__(
@@ -182,17 +181,6 @@ class DatagramSocket:
         if not self._closed:
             self._closed = True
             self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_datagram_server(
