@@ -247,26 +247,59 @@ async def connect(
             if isinstance(endpoint, UnixEndpoint):
                 reader, writer = await asyncio.open_unix_connection(endpoint.sockaddr)
             else:
-                if endpoint.host is None:
-                    raise ConnectError("cannot connect: no host given")
-                reader, writer = await asyncio.open_connection(
-                    endpoint.host, endpoint.port, family=family
-                )
+                sock = await _connect_inet(endpoint, family)
+                reader, writer = await asyncio.open_connection(sock=sock)
     except TimeoutError as exc:
         raise SocketTimeoutError(
             f"connect to {endpoint} timed out after {connect_timeout:g} s (is the host up?)",
             phase="connect",
             timeout=connect_timeout,
         ) from exc
-    except socket.gaierror as exc:
-        from ..address import resolve
-
-        assert isinstance(endpoint, InetEndpoint)
-        resolve(endpoint, family=family)  # raises the HostNotFoundError with our message
-        raise ConnectError(f"cannot connect to {endpoint}: {exc}") from exc
     except OSError as exc:
         raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
     return Connection(reader, writer, timeout=timeout)
+
+
+async def _connect_inet(endpoint: InetEndpoint, family: int) -> socket.socket:
+    """Resolve and try each address in turn, as ``_sockets.connect_socket`` does.
+
+    asyncio's own ``open_connection(host, port)`` folds the failures of a
+    name with several addresses (``localhost`` -> ::1 and 127.0.0.1) into
+    one "Multiple exceptions" error without an errno; trying them here keeps
+    the errno, so the message is the same as the blocking layer's.
+    """
+    if endpoint.host is None:
+        raise ConnectError("cannot connect: no host given")
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(
+            endpoint.host, endpoint.port, family=family, type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as exc:
+        from ..address import resolve
+
+        resolve(endpoint, family=family)  # raises the HostNotFoundError with our message
+        raise ConnectError(f"cannot connect to {endpoint}: {exc}") from exc
+    last: SocketkitError | None = None
+    for fam, type_, proto, _canon, sockaddr in infos:
+        sock = socket.socket(fam, type_, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            where = str(endpoint)
+            if len(infos) > 1:
+                where += f" ({format_sockaddr(sockaddr)})"
+            last = translate_os_error(exc, phase="connect", where=where)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if last is None:
+        raise ConnectError(f"cannot connect to {endpoint}: no usable address")
+    raise last
 
 
 Handler = Callable[[Connection], Awaitable[None]]
