@@ -330,6 +330,12 @@ def _is_numeric(host: str) -> bool:
     return True
 
 
+def bound_port(sock: socket.socket) -> int | None:
+    """The port a socket is bound to (after binding port 0: the one chosen); None for Unix."""
+    name = sock.getsockname()
+    return int(name[1]) if isinstance(name, tuple) else None
+
+
 def local_name(sock: socket.socket) -> str:
     """The socket's own address, formatted (``127.0.0.1:8080``, ``unix:/p``)."""
     try:

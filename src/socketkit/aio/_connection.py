@@ -15,7 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from .._closing import AsyncClosing
-from .._sockets import bind_socket
+from .._sockets import bind_socket, bound_port, local_name
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from ..address import Endpoint, InetEndpoint, UnixEndpoint, format_sockaddr, parse_endpoint
 from ..errors import (
@@ -311,10 +311,9 @@ class Server(AsyncClosing):
     def __init__(self, server: asyncio.Server, sock: socket.socket) -> None:
         self._server = server
         #: The bound address, formatted.
-        self.address = format_sockaddr(sock.getsockname())
-        name = sock.getsockname()
+        self.address = local_name(sock)
         #: The bound port (None for Unix sockets).
-        self.port: int | None = int(name[1]) if isinstance(name, tuple) else None
+        self.port = bound_port(sock)
 
     async def serve_forever(self) -> None:
         """Serve until cancelled."""

@@ -16,7 +16,7 @@ import socket
 import ssl
 
 from .._closing import Closing
-from .._sockets import bind_socket, connect_socket, local_name, peer_name
+from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, InetEndpoint, parse_endpoint
 from ..errors import (
@@ -254,17 +254,13 @@ class Listener(Closing):
         self.connection_timeout = timeout
         #: The bound address, formatted.
         self.address = local_name(sock)
+        #: The bound port (useful after binding port 0); None for Unix sockets.
+        self.port = bound_port(sock)
 
     @property
     def socket(self) -> socket.socket:
         """The listening socket."""
         return self._sock
-
-    @property
-    def port(self) -> int | None:
-        """The bound port (useful after binding port 0); None for Unix sockets."""
-        name = self._sock.getsockname()
-        return int(name[1]) if isinstance(name, tuple) else None
 
     def fileno(self) -> int:
         """The descriptor of the listening socket."""

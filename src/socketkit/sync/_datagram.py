@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 
 from .._closing import Closing
-from .._sockets import bind_socket, connect_socket, local_name
+from .._sockets import bind_socket, bound_port, connect_socket, local_name
 from .._timeouts import DEFAULT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, InetEndpoint, format_sockaddr, parse_endpoint
 from ..errors import (
@@ -58,6 +58,8 @@ class DatagramSocket(Closing):
         self.max_datagram_size = max_datagram_size
         #: This side's address, formatted.
         self.local = local_name(sock)
+        #: The bound port; None for Unix sockets.
+        self.port = bound_port(sock)
         #: The connected peer, formatted, or None for an unconnected socket.
         self.peer = peer
 
@@ -65,12 +67,6 @@ class DatagramSocket(Closing):
     def socket(self) -> socket.socket:
         """The underlying socket."""
         return self._sock
-
-    @property
-    def port(self) -> int | None:
-        """The bound port; None for Unix sockets."""
-        name = self._sock.getsockname()
-        return int(name[1]) if isinstance(name, tuple) else None
 
     def fileno(self) -> int:
         """The descriptor."""
