@@ -13,12 +13,11 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, start_server
+from helpers import LOOPBACK_TIMEOUT, free_port, start_server, wait_connectable
 
 pytestmark = [
     pytest.mark.tools,
@@ -29,33 +28,11 @@ pytestmark = [
 CLIENTS = 10
 
 
-def _free_port() -> int:
-    # HAProxy cannot report a port it chose, so the test picks one the
-    # kernel just handed out (not a fixed port).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + LOOPBACK_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"haproxy exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1.0).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # a connect retry loop with a deadline, not a synchronisation sleep
-    raise AssertionError(f"haproxy not listening on {port} within {LOOPBACK_TIMEOUT} s")
-
-
 def test_haproxy_spreads_load_and_servers_see_real_clients(tmp_path: Path) -> None:
     args = ["tcp-server", "--proxy-protocol", "-v", "--host", "127.0.0.1", "-p", "0"]
     with start_server(*args) as one, start_server(*args) as two:
         p1, p2 = one.port(), two.port()
-        front = _free_port()
+        front = free_port()  # HAProxy cannot report a port it chose
         config = tmp_path / "haproxy.cfg"
         config.write_text(
             f"""
@@ -82,7 +59,7 @@ backend socketkit
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_listening(front, proc)
+            wait_connectable(front)
             # The readiness probe above went through HAProxy too; count from here.
             for _ in range(CLIENTS):
                 with socket.socket() as s:

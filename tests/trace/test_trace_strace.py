@@ -244,8 +244,7 @@ def test_tcp_server_trace_matches_strace(strace_log: Path) -> None:
     argv = _strace_argv(
         strace_log, *socketkit_argv("tcp-server", "--host", "127.0.0.1", "-p", "0", "--once")
     )
-    proc = subprocess.Popen([*argv, "--trace"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    server = Server(proc)
+    server = Server([*argv, "--trace"])
     try:
         port = server.port()
         with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as client:
