@@ -88,3 +88,4 @@ def test_custom_handler_over_the_connection_api() -> None:
     assert not thread.is_alive()
     assert "handler failed: RuntimeError: handler bug" in err.getvalue()
     assert "summary: connections 3" in err.getvalue()
+    assert "bytes_out 18," in err.getvalue()  # HELLO\nWORLD\n + AGAIN\n, counted for handlers too

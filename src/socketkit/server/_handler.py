@@ -24,8 +24,8 @@ server carries on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from .._timeouts import DEFAULT_IO_TIMEOUT
 from ..aio import Connection
@@ -58,7 +58,8 @@ class HandlerProtocol(ConnectionProtocol):
         reader = asyncio.StreamReader(limit=_READER_LIMIT)
         self._inner = asyncio.StreamReaderProtocol(reader, self._run)
         assert self.transport is not None
-        self._inner.connection_made(self.transport)
+        counting = cast(asyncio.Transport, _CountingTransport(self.transport, self))
+        self._inner.connection_made(counting)
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(reader, writer, timeout=self._timeout)
@@ -97,6 +98,28 @@ class HandlerProtocol(ConnectionProtocol):
 
     def shutdown_requested(self) -> None:
         """Handlers finish on their own, within the drain timeout."""
+
+
+class _CountingTransport:
+    """The connection's transport as the handler's writer sees it: every
+    write is counted in the connection's ``bytes_out``; the rest is passed on."""
+
+    __slots__ = ("_conn", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, conn: ConnectionProtocol) -> None:
+        self._transport = transport
+        self._conn = conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._conn.bytes_out += len(data)
+        self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def handler_factory(
