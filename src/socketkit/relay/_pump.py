@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import threading
 import time
@@ -58,7 +57,8 @@ BUFFER_SIZE = 256 * 1024
 #: tcp-listen -> tcp to a C echo: 64 KiB 482, 128 KiB 496-523, 256 KiB 474,
 #: 1 MiB 461-481 MiB/s; noisy, but larger was never better.
 PIPE_SIZE = 128 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: fcntl(2) command to resize a pipe (Linux; the fcntl module lacks the name before 3.10).
+_F_SETPIPE_SZ = 1031
 
 #: Directions as the hex dump shows them: a -> b is "sent", b -> a "received".
 SENT = ">"
@@ -216,7 +216,9 @@ class _Pump:
         try:
             size = PIPE_SIZE
             try:
-                size = fcntl.fcntl(wr, _F_SETPIPE_SZ, PIPE_SIZE)
+                import fcntl  # POSIX only, like the splice path itself
+
+                size = fcntl.fcntl(wr, getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), PIPE_SIZE)
             except OSError:
                 size = 64 * 1024
             while True:
