@@ -20,7 +20,6 @@ bug and is shown in full.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any, NoReturn, TextIO
 
@@ -123,7 +122,9 @@ def _silence_stdout() -> None:
 
 
 def console_main() -> NoReturn:
-    """Entry point of the ``socketkit`` script."""
-    if hasattr(signal, "SIGPIPE"):
-        pass  # keep Python's default (EPIPE raises BrokenPipeError, handled above)
+    """Entry point of the ``socketkit`` script.
+
+    SIGPIPE keeps Python's default (ignored), so a closed standard output
+    raises BrokenPipeError, which ``main`` turns into a quiet exit.
+    """
     sys.exit(main())
