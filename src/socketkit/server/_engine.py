@@ -153,6 +153,8 @@ class StreamEngine(ConnectionHost):
         self._backoff = ACCEPT_BACKOFF
         self._stopped: asyncio.Future[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
+        # Set when the last connection closes during shutdown.
+        self._drained = asyncio.Event()
 
     # lifecycle -------------------------------------------------------------
 
@@ -186,10 +188,12 @@ class StreamEngine(ConnectionHost):
             self._idle_task.cancel()
         for conn in list(self.connections):
             conn.shutdown_requested()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.drain_timeout
-        while self.connections and loop.time() < deadline:
-            await asyncio.sleep(0.02)  # polling the set: shutdown only, not a hot path
+        if self.connections:
+            try:
+                async with asyncio.timeout(self.limits.drain_timeout):
+                    await self._drained.wait()
+            except TimeoutError:
+                pass
         for conn in list(self.connections):
             conn.abort("server shut down before the exchange finished")
         # Let the aborted transports run their connection_lost callbacks.
@@ -313,6 +317,8 @@ class StreamEngine(ConnectionHost):
 
     def closed(self, conn: ConnectionProtocol, reason: str | None) -> None:
         super().closed(conn, reason)
+        if self._stopping and not self.connections:
+            self._drained.set()
         limits = self.limits
         if limits.max_clients is not None and self._accepted_total >= limits.max_clients:
             if not self.connections:
