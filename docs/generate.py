@@ -137,8 +137,10 @@ def tutorial(images: Path | None) -> str:
     parts.append(
         "Every command takes `--trace`: each socket system call is printed on standard "
         "error as it happens, with its descriptor, arguments and result. Here is the TCP "
-        "client again. Note the port: the number people write (host order) and the two "
-        "bytes that go on the wire (network order, `htons`) in the server's `bind` line.\n"
+        "client again. Then look at the server's `bind` line: with `-p 0` the kernel picks "
+        "the port; with a port given, say `-p 8080`, the line shows the number people write "
+        "and the two bytes that go on the wire: `port 8080 = 0x1f90 in host order, bytes "
+        "1f 90 on the wire (htons)`.\n"
     )
     server = Server(["tcp-server", "--host", "127.0.0.1", "-p", "0", "--once", "--trace"])
     client_args = ["tcp-client", "-p", server.port, "--trace"]
