@@ -127,6 +127,12 @@ class Proc:
             self.proc.send_signal(sig)
         return self.wait(timeout)
 
+    def __enter__(self) -> Proc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Kill the process if it still runs (by PID) and close the pipes."""
         if self.proc.poll() is None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, Server, socketkit_argv
+from helpers import LOOPBACK_TIMEOUT, Proc, Server, socketkit_argv
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -294,4 +294,42 @@ def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
     ours = parse_trace(proc.stderr)
     names = [c.name for c in ours]
     assert "sendto" in names and "recvfrom" in names and "shutdown" in names
+    check_matches(ours, parse_strace(strace_log.read_text()))
+
+
+def test_relay_trace_matches_strace(strace_log: Path) -> None:
+    """``relay``: a listener, an accepted client, an outgoing connection, the pump."""
+
+    def echo_once(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(LOOPBACK_TIMEOUT)
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(LOOPBACK_TIMEOUT)
+        thread = threading.Thread(target=echo_once, args=(upstream,))
+        thread.start()
+        up = upstream.getsockname()[1]
+        argv = socketkit_argv(
+            "relay", "-v", "tcp-listen:127.0.0.1:0", f"tcp:127.0.0.1:{up}", "--trace"
+        )
+        with Proc(_strace_argv(strace_log, *argv)) as relay:
+            port = int(relay.search(r"listening on port (\d+)", "err").group(1))
+            with socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT) as client:
+                client.settimeout(LOOPBACK_TIMEOUT)
+                client.sendall(b"ping\n")
+                client.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := client.recv(1024):
+                    reply += chunk
+            assert reply == b"ping\n"
+            assert relay.wait() == 0, relay.err_bytes
+            err = relay.err_bytes.decode("utf-8", "replace")
+        thread.join(LOOPBACK_TIMEOUT)
+    ours = parse_trace(err)
+    names = [c.name for c in ours]
+    assert names[:4] == ["socket", "setsockopt", "bind", "listen"]
+    assert "accept4" in names and "connect" in names and "shutdown" in names
     check_matches(ours, parse_strace(strace_log.read_text()))
