@@ -6,6 +6,7 @@ deadline, never a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -61,8 +62,15 @@ class Proc:
         env: dict[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        # A session of its own: at close, the whole process group goes, so
+        # children (workers, a traced program under strace) cannot outlive it.
         self.proc = subprocess.Popen(
-            self.argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            self.argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
         )
         self.out_bytes = b""
         self.err_bytes = b""
@@ -134,9 +142,10 @@ class Proc:
         self.close()
 
     def close(self) -> None:
-        """Kill the process if it still runs (by PID) and close the pipes."""
+        """Kill the process group it leads, if anything in it still runs, and close the pipes."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
-            self.proc.kill()
             self.proc.wait(LOOPBACK_TIMEOUT)
         self._sel.close()
         for stream in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
