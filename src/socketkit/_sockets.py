@@ -36,10 +36,19 @@ from .address import (
     require_unix_sockets,
     resolve,
 )
-from .errors import ConnectError, ListenError, SocketkitError, UnsupportedError, translate_os_error
+from .errors import (
+    ConnectError,
+    ListenError,
+    SocketkitError,
+    UnsupportedError,
+    timeout_error,
+    translate_os_error,
+)
 
 __all__ = [
     "bind_socket",
+    "bound_port",
+    "connect_failure",
     "connect_socket",
     "listen_backlog",
     "local_name",
@@ -267,7 +276,7 @@ def connect_socket(
             sock.settimeout(None)
         except OSError as exc:
             sock.close()
-            raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
+            raise connect_failure(exc, endpoint, None, timeout) from exc
         except BaseException:
             sock.close()
             raise
@@ -284,10 +293,7 @@ def connect_socket(
             sock.settimeout(None)
         except OSError as exc:
             sock.close()
-            where = str(endpoint) if _is_numeric(endpoint.host) else f"{endpoint} ({addr})"
-            last = translate_os_error(exc, phase="connect", where=where)
-            if isinstance(exc, TimeoutError):
-                last = _connect_timeout(where, timeout)
+            last = connect_failure(exc, endpoint, str(addr), timeout)
             continue
         except BaseException:
             sock.close()
@@ -312,14 +318,22 @@ def _client_socket(family: int, type: int, proto: int, where: str) -> socket.soc
         raise translate_os_error(exc, phase="connect", where=where) from exc
 
 
-def _connect_timeout(where: str, timeout: float | None) -> SocketkitError:
-    from .errors import SocketTimeoutError
+def connect_failure(
+    exc: OSError, endpoint: Endpoint, address: str | None, timeout: float | None
+) -> SocketkitError:
+    """Why connecting ``endpoint`` at one of its ``address``es failed, for people.
 
-    return SocketTimeoutError(
-        f"connect to {where} timed out after {timeout:g} s (is the host up?)",
-        phase="connect",
-        timeout=timeout,
-    )
+    The address is named only when the endpoint is a name (it may have
+    several: ``localhost`` is ::1 and 127.0.0.1); shared by the blocking and
+    asyncio layers so both word it the same.
+    """
+    where = str(endpoint)
+    host = endpoint.host if isinstance(endpoint, InetEndpoint) else None
+    if address is not None and host and not _is_numeric(host):
+        where = f"{endpoint} ({address})"
+    if isinstance(exc, TimeoutError):
+        return timeout_error("connect", where, timeout)
+    return translate_os_error(exc, phase="connect", where=where)
 
 
 def _is_numeric(host: str) -> bool:

@@ -42,6 +42,7 @@ __all__ = [
     "TLSError",
     "UnsupportedError",
     "UsageError",
+    "timeout_error",
     "translate_os_error",
 ]
 
@@ -147,6 +148,20 @@ class UnsupportedError(SocketkitError):
     exit_code = 8
 
 
+def timeout_error(phase: str, where: str, timeout: float | None = None) -> SocketTimeoutError:
+    """The one wording of a timed-out call, for every layer.
+
+    ``receive from 127.0.0.1:8080 timed out after 5 s``; a connect adds a
+    hint, since a host that never answers is the usual cause.
+    """
+    direction = "from" if phase == "receive" else "to"
+    after = "" if timeout is None else f" after {timeout:g} s"
+    hint = " (is the host up?)" if phase == "connect" else ""
+    return SocketTimeoutError(
+        f"{phase} {direction} {where} timed out{after}{hint}", phase=phase, timeout=timeout
+    )
+
+
 def _strerror(exc: OSError) -> str:
     if exc.errno is not None:
         try:
@@ -177,7 +192,7 @@ def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitErro
         return exc
     code = exc.errno
     if isinstance(exc, TimeoutError) or code == _errno.ETIMEDOUT:
-        return SocketTimeoutError(f"{phase} to {where} timed out", phase=phase, timeout=None)
+        return timeout_error(phase, where)
     if phase == "connect":
         if code == _errno.ECONNREFUSED:
             return ConnectError(

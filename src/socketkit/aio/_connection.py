@@ -15,7 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from .._closing import AsyncClosing
-from .._sockets import bind_socket, bound_port, local_name
+from .._sockets import bind_socket, bound_port, connect_failure, local_name
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from ..address import Endpoint, InetEndpoint, UnixEndpoint, format_sockaddr, parse_endpoint
 from ..errors import (
@@ -25,6 +25,7 @@ from ..errors import (
     IncompleteReadError,
     SocketkitError,
     SocketTimeoutError,
+    timeout_error,
     translate_os_error,
 )
 from ..framing import Codec, LineCodec, ReceiveBuffer
@@ -75,12 +76,7 @@ class Connection(AsyncClosing):
         return self.timeout if timeout is DEFAULT else timeout
 
     def _timed_out(self, phase: str, timeout: float | None) -> SocketTimeoutError:
-        direction = "from" if phase == "receive" else "to"
-        return SocketTimeoutError(
-            f"{phase} {direction} {self.peer} timed out after {timeout:g} s",
-            phase=phase,
-            timeout=timeout,
-        )
+        return timeout_error(phase, self.peer, timeout)
 
     async def _fill(self) -> bool:
         if self._eof:
@@ -250,11 +246,7 @@ async def connect(
                 sock = await _connect_inet(endpoint, family)
                 reader, writer = await asyncio.open_connection(sock=sock)
     except TimeoutError as exc:
-        raise SocketTimeoutError(
-            f"connect to {endpoint} timed out after {connect_timeout:g} s (is the host up?)",
-            phase="connect",
-            timeout=connect_timeout,
-        ) from exc
+        raise timeout_error("connect", str(endpoint), connect_timeout) from exc
     except OSError as exc:
         raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
     return Connection(reader, writer, timeout=timeout)
@@ -288,10 +280,7 @@ async def _connect_inet(endpoint: InetEndpoint, family: int) -> socket.socket:
             await loop.sock_connect(sock, sockaddr)
         except OSError as exc:
             sock.close()
-            where = str(endpoint)
-            if len(infos) > 1:
-                where += f" ({format_sockaddr(sockaddr)})"
-            last = translate_os_error(exc, phase="connect", where=where)
+            last = connect_failure(exc, endpoint, format_sockaddr(sockaddr), None)
             continue
         except BaseException:
             sock.close()

@@ -26,6 +26,7 @@ from ..errors import (
     SocketkitError,
     SocketTimeoutError,
     UnsupportedError,
+    timeout_error,
     translate_os_error,
 )
 from ..framing import Codec, LineCodec, ReceiveBuffer
@@ -88,13 +89,7 @@ class Connection(Closing):
         # out, settimeout(0.0) makes the socket non-blocking, and so does a
         # caller's timeout=0 ("only what is already there").
         if isinstance(exc, TimeoutError | BlockingIOError):
-            return SocketTimeoutError(
-                f"{phase} from {self.peer} timed out after {deadline.timeout:g} s"
-                if phase == "receive"
-                else f"{phase} to {self.peer} timed out after {deadline.timeout:g} s",
-                phase=phase,
-                timeout=deadline.timeout,
-            )
+            return timeout_error(phase, self.peer, deadline.timeout)
         return translate_os_error(exc, phase=phase, where=self.peer)
 
     def _fill(self, deadline: Deadline) -> bool:
