@@ -89,3 +89,17 @@ def test_custom_handler_over_the_connection_api() -> None:
     assert "handler failed: RuntimeError: handler bug" in err.getvalue()
     assert "summary: connections 3" in err.getvalue()
     assert "bytes_out 18," in err.getvalue()  # HELLO\nWORLD\n + AGAIN\n, counted for handlers too
+
+
+def test_echo_after_proxy_header_counts_and_echoes_the_rest() -> None:
+    args = ["tcp-server", "--service", "echo", "--proxy-protocol", "--host", "127.0.0.1"]
+    with start_server(*args, "-p", "0") as srv:
+        port = srv.port()
+        with socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT) as s:
+            s.settimeout(LOOPBACK_TIMEOUT)
+            s.sendall(encode_v2(("203.0.113.9", 4242), ("127.0.0.1", port)) + b"same packet")
+            assert s.recv(100) == b"same packet"  # the bytes after the header, in one read
+            s.sendall(b"later")
+            assert s.recv(100) == b"later"
+        assert srv.terminate() == 0
+    assert "bytes_out 16," in srv.err

@@ -68,6 +68,8 @@ def chargen_line(n: int) -> bytes:
 
 
 _CHARGEN_BLOCK = b"".join(chargen_line(i) for i in range(len(_CHARGEN_CHARS)))
+#: RFC 864 over UDP: a datagram of 0 to 512 characters, here always 512.
+_CHARGEN_DATAGRAM = _CHARGEN_BLOCK[:512]
 
 
 class ConnectionProtocol(asyncio.Protocol):
@@ -315,8 +317,7 @@ class EchoProtocol(ConnectionProtocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def received(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.write(data)  # after a PROXY header: the base class's path
 
     def shutdown_requested(self) -> None:
         """A byte stream has no message boundary to stop at: the exchange in
@@ -368,9 +369,6 @@ class ChargenProtocol(ConnectionProtocol):
         if not self.writing_paused and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._pump)
-
-    def ended(self) -> bool | None:
-        return None
 
 
 class DaytimeProtocol(ConnectionProtocol):
@@ -439,9 +437,7 @@ class Service:
         if name == "daytime":
             return daytime_text()
         if name == "chargen":
-            # RFC 864 over UDP: a datagram of 0 to 512 characters, here a
-            # fixed 512, whatever was received.
-            return (_CHARGEN_BLOCK * 1)[:512]
+            return _CHARGEN_DATAGRAM
         return None
 
 
