@@ -35,6 +35,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..address import format_sockaddr
 from ..errors import MessageTooLargeError
@@ -101,9 +102,6 @@ class ConnectionHost:
     def refusal(self, address: object) -> str | None:
         """Why ``address`` may not connect, or None when it may."""
         return None if self.accept_filter is None else self.accept_filter(address)
-
-    def peer_of(self, transport: asyncio.BaseTransport) -> str:
-        return format_sockaddr(transport.get_extra_info("peername"))
 
     def opened(self, conn: ConnectionProtocol) -> None:
         self.connections.add(conn)
@@ -287,26 +285,22 @@ class StreamEngine(ConnectionHost):
             return protocol
 
         self._pending += 1
-        if self.ssl_context is None:
-            coro = self._loop.connect_accepted_socket(make_protocol, sock)
-        else:
-            coro = self._loop.connect_accepted_socket(
-                make_protocol,
-                sock,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
-        task = self._loop.create_task(coro)
-        task.add_done_callback(functools.partial(self._connect_done, sock, addr))
+        # asyncio refuses a handshake timeout without TLS, hence the two forms.
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(make_protocol, sock, **tls)
+        )
+        task.add_done_callback(functools.partial(self._connect_done, sock, peer))
 
-    def _connect_done(self, sock: socket.socket, addr: object, task: asyncio.Task[object]) -> None:
+    def _connect_done(self, sock: socket.socket, peer: str, task: asyncio.Task[object]) -> None:
         self._pending -= 1
         exc = None if task.cancelled() else task.exception()
         if task.cancelled() or exc is not None:
             self.stats.errors += 1
             sock.close()
         if exc is not None:
-            peer = format_sockaddr(addr)
             if self.ssl_context is not None:
                 from ..tls import translate_ssl_error
 

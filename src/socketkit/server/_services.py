@@ -90,6 +90,8 @@ class ConnectionProtocol(asyncio.Protocol):
     def __init__(self, host: ConnectionHost) -> None:
         self.host = host
         self.transport: asyncio.Transport | None = None
+        #: Who is at the other end: the engine sets it from accept()'s address
+        #: (a PROXY header may replace it); getpeername() can fail by now.
         self.peer = "?"
         self.bytes_in = 0
         self.bytes_out = 0
@@ -110,8 +112,6 @@ class ConnectionProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        if self.peer == "?":  # the engine names it from accept(); other hosts ask the transport
-            self.peer = self.host.peer_of(transport)
         self.host.opened(self)
         if self.host.proxy_protocol:
             self._proxy = ReceiveBuffer()
