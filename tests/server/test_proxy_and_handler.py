@@ -65,7 +65,7 @@ def test_custom_handler_over_the_connection_api() -> None:
     thread.start()
     try:
         assert ready.wait(LOOPBACK_TIMEOUT)
-        port = engines[0].listeners[0].getsockname()[1]
+        port = engines[0].port
         with socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT) as s:
             s.settimeout(LOOPBACK_TIMEOUT)
             s.sendall(b"hello\nworld\n")

@@ -14,10 +14,19 @@ from typing import TextIO
 
 from ..address import InetEndpoint
 from ..errors import SocketkitError
-from ..server import ServerConfig, ServerLog, run_datagram_server, run_stream_server
+from ..server import (
+    DatagramEngine,
+    ServerConfig,
+    ServerLog,
+    StreamEngine,
+    run_datagram_server,
+    run_stream_server,
+)
 from ._clients import ClientConfig, run_tcp_client, run_udp_client
 
 __all__ = ["run_demo"]
+
+Engine = StreamEngine | DatagramEngine
 
 #: Seconds the demo waits for a server thread to be ready or to finish.
 DEMO_TIMEOUT = 10.0
@@ -49,7 +58,7 @@ def _exchange(
     title: str,
     out: TextIO,
     lock: threading.Lock,
-    serve: Callable[[ServerConfig, ServerLog, Callable[[object], None]], object],
+    serve: Callable[[ServerConfig, ServerLog, Callable[[Engine], None]], object],
     client: Callable[[ClientConfig, TextIO], int],
     server_label: str,
     client_label: str,
@@ -59,14 +68,11 @@ def _exchange(
     ready = threading.Event()
     port: list[int] = []
     failure: list[BaseException] = []
-    sock_probe: list[object] = []
     log = ServerLog(_Labelled(out, server_label, lock), _Labelled(out, server_label, lock))  # type: ignore[arg-type]
 
-    def on_ready(engine: object) -> None:
-        sock_probe.append(engine)
-        listeners = getattr(engine, "listeners", None)
-        sock = listeners[0] if listeners else engine.sock  # type: ignore[attr-defined]
-        port.append(sock.getsockname()[1])
+    def on_ready(engine: Engine) -> None:
+        assert engine.port is not None  # an IP server
+        port.append(engine.port)
         ready.set()
 
     def server_main() -> None:

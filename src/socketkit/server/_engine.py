@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._sockets import bound_port
 from ..address import format_sockaddr
 from ..errors import MessageTooLargeError
 from ._log import ServerLog, Stats, show_message
@@ -171,6 +172,11 @@ class StreamEngine(ConnectionHost):
         finally:
             await self._shutdown()
         return self.stats
+
+    @property
+    def port(self) -> int | None:
+        """The port of the first listening socket (None for Unix sockets)."""
+        return bound_port(self.listeners[0])
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe from a signal handler)."""
@@ -373,6 +379,11 @@ class DatagramEngine:
                 loop.remove_reader(self.sock.fileno())
             self.sock.close()
         return self.stats
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (None for Unix sockets)."""
+        return bound_port(self.sock)
 
     def stop(self) -> None:
         """Stop serving (safe from a signal handler)."""
