@@ -22,9 +22,12 @@ from ..address import (
     require_unix_sockets,
 )
 from ..errors import AddressError, UsageError
+from ..relay import AccessList
 
 __all__ = [
     "Env",
+    "access_list",
+    "add_access_options",
     "add_client_options",
     "add_common_options",
     "add_server_options",
@@ -201,3 +204,25 @@ def client_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
     if not host:
         raise UsageError("--host must not be empty")
     return InetEndpoint(host, args.port), _family(args)
+
+
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """``--allow`` and ``--deny``: addresses and CIDR ranges, repeatable."""
+    parser.add_argument(
+        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="allow only these"
+    )
+    parser.add_argument(
+        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
+    )
+
+
+def access_list(args: argparse.Namespace) -> AccessList:
+    """The access list ``--allow``/``--deny`` describe (empty when neither is given).
+
+    Raises:
+        UsageError: an address or range that does not parse.
+    """
+    try:
+        return AccessList.from_strings(args.allow, args.deny)
+    except AddressError as exc:
+        raise UsageError(str(exc)) from exc

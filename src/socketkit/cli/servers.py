@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import AddressError, UsageError
+from ..errors import UsageError
 from ..relay import AccessList
 from ..server import (
     SERVICES,
@@ -17,6 +17,8 @@ from ..server import (
 from ..tls import add_tls_arguments, context_from_args
 from ._common import (
     Env,
+    access_list,
+    add_access_options,
     add_server_options,
     nonnegative_float,
     positive_float,
@@ -35,7 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "when ready, 'Client connected' and 'Received: <message>' per client.",
     )
     add_server_options(tcp, stream=True)
-    _add_access_options(tcp)
+    add_access_options(tcp)
     _add_service_options(tcp, stream=True)
     add_tls_arguments(tcp, "server")
     tcp.set_defaults(run=run_tcp_server)
@@ -47,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "port N' when ready and 'Received: <message>' per datagram.",
     )
     add_server_options(udp, stream=False)
-    _add_access_options(udp)
+    add_access_options(udp)
     _add_service_options(udp, stream=False)
     udp.set_defaults(run=run_udp_server)
 
@@ -120,21 +122,9 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
         )
 
 
-def _add_access_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="serve only these"
-    )
-    parser.add_argument(
-        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
-    )
-
-
 def _accept_filter(args: argparse.Namespace) -> AccessList | None:
     """--allow/--deny as the engine's accept_filter (None when neither is given)."""
-    try:
-        acl = AccessList.from_strings(args.allow, args.deny)
-    except AddressError as exc:
-        raise UsageError(str(exc)) from exc
+    acl = access_list(args)
     return acl if acl.active else None
 
 
