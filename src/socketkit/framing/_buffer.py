@@ -45,6 +45,23 @@ class ReceiveBuffer:
         self._scanned = max(0, self._scanned - len(out))
         return out
 
+    def discard(self, n: int) -> None:
+        """Drop ``n`` bytes from the front without copying them out (a header)."""
+        del self._data[:n]
+        self._scanned = max(0, self._scanned - n)
+
+    def extract_line(self, index: int) -> bytes:
+        """Consume through the b"\n" at ``index``; return the line without LF or CRLF.
+
+        One copy of the line's body, none of its ending.
+        """
+        data = self._data
+        end = index - 1 if index and data[index - 1] == 13 else index  # 13: CR
+        out = bytes(data[:end])
+        del data[: index + 1]
+        self._scanned = 0
+        return out
+
     def extract_all(self) -> bytes:
         """Consume and return everything buffered."""
         out = bytes(self._data)

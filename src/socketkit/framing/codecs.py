@@ -154,9 +154,7 @@ class LineCodec:
             if len(buffer) > self.max_line_length + 1:
                 self._too_long(len(buffer))
             return None
-        line = buffer.extract(index + 1)
-        end = -2 if line.endswith(b"\r\n") else -1
-        body = line[:end]
+        body = buffer.extract_line(index)
         if len(body) > self.max_line_length:
             self._too_long(len(body))
         return body
@@ -224,7 +222,7 @@ class LengthPrefixedCodec:
             )
         if len(buffer) < 4 + length:
             return None
-        buffer.extract(4)
+        buffer.discard(4)
         return buffer.extract(length)
 
     def decode_eof(self, buffer: ReceiveBuffer) -> bytes | None:
