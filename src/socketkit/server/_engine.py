@@ -40,7 +40,7 @@ from typing import Any
 from .._sockets import bound_port
 from ..address import format_sockaddr
 from ..errors import MessageTooLargeError
-from ._log import ServerLog, Stats, show_message
+from ._log import ServerLog, Stats
 from ._services import ConnectionProtocol, Service
 
 __all__ = ["ConnectionHost", "DatagramEngine", "Limits", "StreamEngine", "install_signal_handlers"]
@@ -463,10 +463,8 @@ class DatagramEngine:
                 self.stats.refused += 1
                 self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
                 return None
-        if self._show and not self.log.quiet:
-            self.log.line(
-                f"Received: {show_message(data)}", event="received", peer=format_sockaddr(addr)
-            )
+        if self._show:
+            self.log.received(format_sockaddr(addr), data)
         return (
             self.max_datagrams is not None
             and self.stats.datagrams_in + received >= self.max_datagrams
