@@ -24,6 +24,8 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,27 +181,44 @@ def strace_log(tmp_path: Path) -> Path:
     return tmp_path / "strace.log"
 
 
-def _plain_lecture_server(listener: socket.socket) -> None:
-    conn, _ = listener.accept()
-    with conn:
-        conn.settimeout(LOOPBACK_TIMEOUT)
-        conn.recv(1023)
-        conn.sendall(b"Hello from server")
+def _plain_lecture_server(conn: socket.socket) -> None:
+    conn.recv(1023)
+    conn.sendall(b"Hello from server")
+
+
+def _echo(conn: socket.socket) -> None:
+    while data := conn.recv(1024):
+        conn.sendall(data)
+
+
+@contextmanager
+def _upstream(serve: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback TCP server, in a thread, that gives one client to ``serve``; yields its port."""
+
+    def accept_one(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(LOOPBACK_TIMEOUT)
+            serve(conn)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(LOOPBACK_TIMEOUT)
+        thread = threading.Thread(target=accept_one, args=(listener,))
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            thread.join(LOOPBACK_TIMEOUT)
 
 
 def test_tcp_client_trace_matches_strace(strace_log: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(LOOPBACK_TIMEOUT)
-        thread = threading.Thread(target=_plain_lecture_server, args=(listener,))
-        thread.start()
-        port = listener.getsockname()[1]
+    with _upstream(_plain_lecture_server) as port:
         proc = subprocess.run(
             _strace_argv(strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")),
             capture_output=True,
             text=True,
             timeout=LOOPBACK_TIMEOUT * 2,
         )
-        thread.join(LOOPBACK_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Received: Hello from server\n"  # stdout unchanged by --trace
     ours = parse_trace(proc.stderr)
@@ -267,19 +286,7 @@ def test_tcp_server_trace_matches_strace(strace_log: Path) -> None:
 
 def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
     """The netcat-like ``connect``: data copied by the relay pump, not spliced."""
-
-    def echo_once(listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(LOOPBACK_TIMEOUT)
-            while data := conn.recv(1024):
-                conn.sendall(data)
-
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(LOOPBACK_TIMEOUT)
-        thread = threading.Thread(target=echo_once, args=(listener,))
-        thread.start()
-        port = listener.getsockname()[1]
+    with _upstream(_echo) as port:
         argv = socketkit_argv("connect", "127.0.0.1", str(port), "--trace")
         proc = subprocess.run(
             _strace_argv(strace_log, *argv),
@@ -288,7 +295,6 @@ def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
             text=True,
             timeout=LOOPBACK_TIMEOUT * 2,
         )
-        thread.join(LOOPBACK_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ping\n"
     ours = parse_trace(proc.stderr)
@@ -299,19 +305,7 @@ def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
 
 def test_relay_trace_matches_strace(strace_log: Path) -> None:
     """``relay``: a listener, an accepted client, an outgoing connection, the pump."""
-
-    def echo_once(listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(LOOPBACK_TIMEOUT)
-            while data := conn.recv(1024):
-                conn.sendall(data)
-
-    with socket.create_server(("127.0.0.1", 0)) as upstream:
-        upstream.settimeout(LOOPBACK_TIMEOUT)
-        thread = threading.Thread(target=echo_once, args=(upstream,))
-        thread.start()
-        up = upstream.getsockname()[1]
+    with _upstream(_echo) as up:
         argv = socketkit_argv(
             "relay", "-v", "tcp-listen:127.0.0.1:0", f"tcp:127.0.0.1:{up}", "--trace"
         )
@@ -327,7 +321,6 @@ def test_relay_trace_matches_strace(strace_log: Path) -> None:
             assert reply == b"ping\n"
             assert relay.wait() == 0, relay.err_bytes
             err = relay.err_bytes.decode("utf-8", "replace")
-        thread.join(LOOPBACK_TIMEOUT)
     ours = parse_trace(err)
     names = [c.name for c in ours]
     assert names[:4] == ["socket", "setsockopt", "bind", "listen"]
