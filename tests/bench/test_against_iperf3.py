@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 
 import pytest
 
 from socketkit.bench import BenchConfig, run_bench
+
+from helpers import Proc, free_port
 
 pytestmark = [
     pytest.mark.tools,
@@ -36,40 +37,20 @@ TCP_FLOOR = 0.2
 DURATION = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _iperf3(*client_args: str) -> dict[str, object]:
-    port = _free_port()
-    server = subprocess.Popen(
-        ["iperf3", "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        for line in server.stdout:  # ready when it says so
-            if "Server listening" in line:
-                break
+    port = free_port()
+    server_argv = ["iperf3", "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", str(port)]
+    with Proc(server_argv) as server:
+        server.search("Server listening")  # ready when it says so
         out = subprocess.run(
             ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-J", *client_args],
             capture_output=True,
             text=True,
             timeout=DURATION + 30,
         )
-        assert out.returncode == 0, out.stdout + out.stderr
-        doc: dict[str, object] = json.loads(out.stdout)
-        return doc
-    finally:
-        server.kill()
-        server.wait(10)
-        assert server.stdout is not None
-        server.stdout.close()
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc: dict[str, object] = json.loads(out.stdout)
+    return doc
 
 
 def test_udp_bitrate_agrees_with_iperf3(bench_port: int) -> None:
