@@ -21,8 +21,9 @@ Invariant: ``sendall`` is a loop of traced ``send`` calls, so every
 from __future__ import annotations
 
 import _socket
-import dataclasses
+import errno
 import functools
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -44,10 +45,11 @@ def set_sink(sink: Sink | None) -> Sink | None:
     return previous
 
 
-def _emit(event: TraceEvent) -> None:
+def _emit(call: str, fd: int, args: str, result: str = "0", error: str | None = None) -> None:
+    """Hand the sink the event of one call, stamped with the calling thread."""
     sink = _sink
     if sink is not None:
-        sink(dataclasses.replace(event, tid=threading.get_native_id()))
+        sink(TraceEvent(call, fd, args, result, error, threading.get_native_id()))
 
 
 def _emit_error(exc: OSError, call: str, fd: int, args: str) -> None:
@@ -59,18 +61,20 @@ def _emit_error(exc: OSError, call: str, fd: int, args: str) -> None:
     """
     if isinstance(exc, TimeoutError) and exc.errno is None:
         return
-    _emit(TraceEvent(call, fd, args, error=_err(exc)))
+    _emit(call, fd, args, error=_err(exc))
 
 
 def _err(exc: OSError) -> str:
-    import errno as errno_mod
-
     if exc.errno is None:
         if isinstance(exc, TimeoutError):
             return "ETIMEDOUT (timed out)"
         return type(exc).__name__
-    name = errno_mod.errorcode.get(exc.errno, str(exc.errno))
-    return f"{name} ({exc.strerror})"
+    return _errno_text(exc.errno, exc.strerror)
+
+
+def _errno_text(code: int, strerror: str | None) -> str:
+    """``ECONNREFUSED (Connection refused)``."""
+    return f"{errno.errorcode.get(code, str(code))} ({strerror})"
 
 
 #: Names printed for the options and constants socketkit uses; others print as numbers.
@@ -152,7 +156,7 @@ class TracedSocket(socket.socket):
             args = (
                 f"{_enum_name(self.family, 'AF_')}, {_enum_name(self.type, 'SOCK_')}, {self.proto}"
             )
-            _emit(TraceEvent("socket", self.fileno(), args, str(self.fileno())))
+            _emit("socket", self.fileno(), args, str(self.fileno()))
 
     # -- setting up -----------------------------------------------------
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
@@ -167,7 +171,7 @@ class TracedSocket(socket.socket):
         except OSError as exc:
             _emit_error(exc, "setsockopt", self.fileno(), args)
             raise
-        _emit(TraceEvent("setsockopt", self.fileno(), args))
+        _emit("setsockopt", self.fileno(), args)
 
     def bind(self, address: Any) -> None:
         args = _bind_args(address)
@@ -176,7 +180,7 @@ class TracedSocket(socket.socket):
         except OSError as exc:
             _emit_error(exc, "bind", self.fileno(), args)
             raise
-        _emit(TraceEvent("bind", self.fileno(), args))
+        _emit("bind", self.fileno(), args)
 
     def listen(self, backlog: int = -1, /) -> None:
         if backlog < 0:
@@ -185,7 +189,7 @@ class TracedSocket(socket.socket):
         else:
             super().listen(backlog)
             backlog_text = str(backlog)
-        _emit(TraceEvent("listen", self.fileno(), f"backlog {backlog_text}"))
+        _emit("listen", self.fileno(), f"backlog {backlog_text}")
 
     def accept(self) -> tuple[socket.socket, Any]:
         fd = self.fileno()
@@ -198,7 +202,7 @@ class TracedSocket(socket.socket):
         # As socket.accept does: a listener with a timeout hands out blocking sockets.
         if socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
-        _emit(TraceEvent("accept", fd, f"new fd {newfd} from {_addr(addr)}", str(newfd)))
+        _emit("accept", fd, f"new fd {newfd} from {_addr(addr)}", str(newfd))
         return sock, addr
 
     def connect(self, address: Any) -> None:
@@ -214,21 +218,16 @@ class TracedSocket(socket.socket):
             if isinstance(exc, TimeoutError) and exc.errno is None:
                 # connect(2) was made (EINPROGRESS); the wait after it ran out.
                 no_answer = f"EINPROGRESS (then no answer within {timeout:g} s)"
-                _emit(TraceEvent("connect", self.fileno(), args, error=no_answer))
+                _emit("connect", self.fileno(), args, error=no_answer)
             else:
                 _emit_error(exc, "connect", self.fileno(), args)
             raise
-        _emit(TraceEvent("connect", self.fileno(), args))
+        _emit("connect", self.fileno(), args)
 
     def connect_ex(self, address: Any) -> int:
         code = super().connect_ex(address)
-        err = None
-        if code:
-            import errno as errno_mod
-            import os
-
-            err = f"{errno_mod.errorcode.get(code, str(code))} ({os.strerror(code)})"
-        _emit(TraceEvent("connect", self.fileno(), _addr(address), error=err))
+        err = _errno_text(code, os.strerror(code)) if code else None
+        _emit("connect", self.fileno(), _addr(address), error=err)
         return code
 
     # -- data -------------------------------------------------------------
@@ -239,16 +238,14 @@ class TracedSocket(socket.socket):
         except OSError as exc:
             _emit_error(exc, "send", self.fileno(), f"{len(view)} bytes")
             raise
-        _emit(TraceEvent("send", self.fileno(), f"{len(view)} bytes {preview(view[:n])}", str(n)))
+        _emit("send", self.fileno(), f"{len(view)} bytes {preview(view[:n])}", str(n))
         return n
 
     def sendall(self, data: Any, flags: int = 0, /) -> None:
         view = memoryview(data).cast("B")
-        sent = 0
-        while sent < len(view) or not view:
+        sent = self.send(view, flags)  # once even when empty, as socket.sendall does
+        while sent < len(view):
             sent += self.send(view[sent:], flags)
-            if not view:
-                break
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None, /) -> int:
         view = memoryview(data).cast("B")
@@ -262,7 +259,7 @@ class TracedSocket(socket.socket):
         except OSError as exc:
             _emit_error(exc, "sendto", self.fileno(), args)
             raise
-        _emit(TraceEvent("sendto", self.fileno(), f"{args} {preview(view[:n])}", str(n)))
+        _emit("sendto", self.fileno(), f"{args} {preview(view[:n])}", str(n))
         return n
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
@@ -272,7 +269,7 @@ class TracedSocket(socket.socket):
             _emit_error(exc, "recv", self.fileno(), f"up to {bufsize}")
             raise
         shown = preview(data) if data else "(end of stream)"
-        _emit(TraceEvent("recv", self.fileno(), f"up to {bufsize}: {shown}", str(len(data))))
+        _emit("recv", self.fileno(), f"up to {bufsize}: {shown}", str(len(data)))
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -283,7 +280,7 @@ class TracedSocket(socket.socket):
             _emit_error(exc, "recv", self.fileno(), f"up to {asked}")
             raise
         shown = preview(memoryview(buffer).cast("B")[:n]) if n else "(end of stream)"
-        _emit(TraceEvent("recv", self.fileno(), f"up to {asked}: {shown}", str(n)))
+        _emit("recv", self.fileno(), f"up to {asked}: {shown}", str(n))
         return n
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
@@ -293,7 +290,7 @@ class TracedSocket(socket.socket):
             _emit_error(exc, "recvfrom", self.fileno(), f"up to {bufsize}")
             raise
         args = f"up to {bufsize} from {_addr(addr)}: {preview(data)}"
-        _emit(TraceEvent("recvfrom", self.fileno(), args, str(len(data))))
+        _emit("recvfrom", self.fileno(), args, str(len(data)))
         return data, addr
 
     # -- tearing down -----------------------------------------------------
@@ -304,7 +301,7 @@ class TracedSocket(socket.socket):
         except OSError as exc:
             _emit_error(exc, "shutdown", self.fileno(), args)
             raise
-        _emit(TraceEvent("shutdown", self.fileno(), args))
+        _emit("shutdown", self.fileno(), args)
 
     def _real_close(self, _ss: Any = _socket.socket) -> None:
         # socket.close() calls this once no makefile() object holds the
@@ -312,4 +309,4 @@ class TracedSocket(socket.socket):
         fd = self.fileno()
         _ss.close(self)
         if fd >= 0:
-            _emit(TraceEvent("close", fd, ""))
+            _emit("close", fd, "")
