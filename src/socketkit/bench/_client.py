@@ -169,8 +169,7 @@ def _run_job(
 ) -> _JobResult:
     result = _JobResult(job.index)
     slot = job.index * 2
-    n_streams = config.streams
-    rate = config.bitrate / 8 / n_streams if config.bitrate else None
+    rate = config.bitrate / 8 / config.streams if config.bitrate else None
     if job.kind == "udp":
         sock = _connect(config, udp_port, socket.SOCK_DGRAM)
     else:
@@ -185,10 +184,7 @@ def _run_job(
         if job.kind == "send":
             data = memoryview(bytes(config.write_size))
             total = 0
-            while True:
-                now = time.monotonic()
-                if now >= end:
-                    break
+            while time.monotonic() < end:
                 if rate is not None:
                     _pace(start, total, rate)
                 total += sock.send(data)
@@ -237,10 +233,7 @@ def _udp_send(
     seq = 0
     sent = 0
     skipped = 0
-    while True:
-        now = time.monotonic()
-        if now >= end:
-            break
+    while time.monotonic() < end:
         _pace(start, seq * size, rate)
         seq += 1
         if config.simulate_loss and rng.random() < config.simulate_loss:
@@ -262,14 +255,16 @@ def _latency(
 ) -> Histogram:
     hist = Histogram()
     size = config.write_size
-    request = b"x" * size
+    # At most ``depth`` requests are in flight, so a batch of answers is at
+    # most ``depth`` long: each batch of new requests is a slice of this.
+    requests = memoryview(b"x" * (size * config.depth))
     sent_at: list[int] = []
     buf = bytearray(max(65536, size * config.depth))
     pending = 0  # bytes of a response received so far
     head = 0
     for _ in range(config.depth):
         sent_at.append(time.perf_counter_ns())
-        sock.sendall(request)
+        sock.sendall(requests[:size])
     done = 0
     while True:
         n = sock.recv_into(buf)
@@ -292,7 +287,7 @@ def _latency(
             continue  # collect the answers still in flight
         for _ in range(finished):
             sent_at.append(time.perf_counter_ns())
-        sock.sendall(request * finished)
+        sock.sendall(requests[: size * finished])
         if head > 4096:
             del sent_at[:head]
             head = 0
@@ -317,9 +312,7 @@ def _worker(
         try:
             res = _run_job(config, job, cookie, udp_port, counters, barrier)
         except (OSError, SocketkitError, threading.BrokenBarrierError) as exc:
-            with_barrier = getattr(barrier, "abort", None)
-            if with_barrier is not None:
-                with_barrier()
+            barrier.abort()  # the other jobs stop waiting for this one
             res = _JobResult(job.index, error=str(exc) or type(exc).__name__)
         with lock:
             results.append(asdict(res))
@@ -391,7 +384,6 @@ def run_bench(
         )
         counters: Any = ctx.Array("Q", len(jobs) * 2, lock=False)
         barrier: Any = (ctx.Barrier if procs > 1 else threading.Barrier)(len(jobs) + 1)
-        wall0 = time.monotonic()
         if procs == 1:
             queue: Any = _ListQueue()
             runner = threading.Thread(
@@ -445,7 +437,6 @@ def run_bench(
             if answer is None:
                 raise SocketkitError("the bench server closed the control connection early")
             server_side = answer
-        _ = wall0
         return _document(config, jobs, results, server_side, intervals, reports, elapsed)
     finally:
         if control is not None:
