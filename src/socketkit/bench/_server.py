@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .._sockets import bind_socket
+from .._sockets import bind_socket, bound_port
 from ..address import InetEndpoint
 from ..errors import SocketkitError
 from ._wire import (
@@ -123,7 +123,8 @@ class BenchServer:
 
     @property
     def port(self) -> int:
-        port: int = self.listener.getsockname()[1]
+        port = bound_port(self.listener)
+        assert port is not None  # an IP listener (see ``bind``)
         return port
 
     def _say(self, text: str) -> None:
@@ -206,7 +207,7 @@ class BenchServer:
                 return
             with contextlib.suppress(OSError):
                 test.udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            reply["udp_port"] = test.udp_sock.getsockname()[1]
+            reply["udp_port"] = bound_port(test.udp_sock)
             test.udp_thread = threading.Thread(target=self._udp_receive, args=(test,), daemon=True)
             test.udp_thread.start()
         with self._lock:
@@ -225,18 +226,14 @@ class BenchServer:
                 )
             answer: dict[str, Any] = {"streams": list(test.results)}
             if test.udp_sock is not None:
-                test.udp_stop.set()
-                assert test.udp_thread is not None
-                test.udp_thread.join(STREAM_GRACE)
+                self._end_udp(test)
                 answer["udp"] = {str(k): v.to_json() for k, v in test.udp_stats.items()}
             write_json_line(sock, answer)
         finally:
             with self._lock:
                 self._tests.pop(cookie, None)
             if test.udp_sock is not None:
-                test.udp_stop.set()
-                if test.udp_thread is not None:
-                    test.udp_thread.join(STREAM_GRACE)
+                self._end_udp(test)
                 test.udp_sock.close()
             if self.once:
                 self.stop()
@@ -287,6 +284,13 @@ class BenchServer:
         return {"stream": stream, "direction": "reverse", "bytes": total, "seconds": seconds}
 
     # -- UDP ------------------------------------------------------------------
+    @staticmethod
+    def _end_udp(test: _Test) -> None:
+        """Stop the test's UDP receiver and wait for it (its figures are then final)."""
+        test.udp_stop.set()
+        if test.udp_thread is not None:
+            test.udp_thread.join(STREAM_GRACE)
+
     def _udp_receive(self, test: _Test) -> None:
         sock = test.udp_sock
         assert sock is not None
