@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 
 from ..address import family_from_flags
 from ._common import Env, add_common_options, nonnegative_float, port_number, positive_int
@@ -35,6 +34,16 @@ def fraction(text: str) -> float:
     return value
 
 
+def _port_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-p",
+        "--port",
+        type=port_number,
+        default=DEFAULT_BENCH_PORT,
+        help=f"port (default {DEFAULT_BENCH_PORT})",
+    )
+
+
 def _family_flags(p: argparse.ArgumentParser) -> None:
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
@@ -53,9 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     server = roles.add_parser("server", help="answer bench tests")
     server.add_argument("--host", default=None, help="address to bind (default: every interface)")
-    server.add_argument(
-        "-p", "--port", type=port_number, default=DEFAULT_BENCH_PORT, help="port (default 5201)"
-    )
+    _port_option(server)
     server.add_argument("-1", "--once", action="store_true", help="stop after one test")
     _family_flags(server)
     add_common_options(server)
@@ -63,9 +70,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     client = roles.add_parser("client", help="run a test against a bench server")
     client.add_argument("host", help="the bench server (any echo server for --latency)")
-    client.add_argument(
-        "-p", "--port", type=port_number, default=DEFAULT_BENCH_PORT, help="port (default 5201)"
-    )
+    _port_option(client)
     mode = client.add_mutually_exclusive_group()
     mode.add_argument("-u", "--udp", action="store_true", help="UDP: bitrate, loss, jitter")
     mode.add_argument("--latency", action="store_true", help="request/response latency (ping-pong)")
@@ -145,9 +150,7 @@ def run_client(args: argparse.Namespace, env: Env) -> int:
     config = BenchConfig(
         host=host,
         port=args.port,
-        family=family_from_flags(args.ipv4, args.ipv6)
-        if (args.ipv4 or args.ipv6)
-        else socket.AF_UNSPEC,
+        family=family_from_flags(args.ipv4, args.ipv6),
         mode=mode,
         streams=args.parallel,
         duration=args.time,
