@@ -392,7 +392,12 @@ def run_bench(
                 daemon=True,
             )
             runner.start()
-            waiters: list[Any] = []
+
+            def runner_done(timeout: float) -> bool:
+                runner.join(timeout)
+                return not runner.is_alive()
+
+            jobs_done: Callable[[float], bool] = runner_done
         else:
             queue = ctx.Queue()
             processes = []
@@ -405,7 +410,7 @@ def run_bench(
                 )
                 proc.start()
                 processes.append(proc)
-            waiters = [proc.sentinel for proc in processes]
+            jobs_done = _processes_done([proc.sentinel for proc in processes])
         barrier.wait(CONTROL_TIMEOUT + config.duration)
         start = time.monotonic()
         intervals = _sample(
@@ -414,8 +419,7 @@ def run_bench(
             counters,
             start,
             on_interval,
-            runner_alive=((lambda: runner.is_alive()) if procs == 1 else None),
-            waiters=waiters,
+            jobs_done,
         )
         reports: list[dict[str, Any]]
         if procs == 1:
@@ -443,17 +447,32 @@ def run_bench(
             control.close()
 
 
+def _processes_done(sentinels: list[Any]) -> Callable[[float], bool]:
+    """``jobs_done`` for worker processes: waits on their sentinels."""
+    pending = list(sentinels)
+
+    def wait(timeout: float) -> bool:
+        nonlocal pending
+        ready = multiprocessing.connection.wait(pending, timeout)
+        pending = [w for w in pending if w not in ready]
+        return not pending
+
+    return wait
+
+
 def _sample(
     config: BenchConfig,
     n_jobs: int,
     counters: Any,
     start: float,
     on_interval: Callable[[IntervalSample], None] | None,
-    *,
-    runner_alive: Callable[[], bool] | None,
-    waiters: list[Any],
+    jobs_done: Callable[[float], bool],
 ) -> list[IntervalSample]:
-    """Read the counters every interval until the jobs end; return the intervals."""
+    """Read the counters every interval until the jobs end; return the intervals.
+
+    ``jobs_done(timeout)`` waits up to ``timeout`` seconds for the jobs to end
+    and says whether they have.
+    """
     samples: list[IntervalSample] = []
     last_b = [0] * n_jobs
     last_r = [0] * n_jobs
@@ -462,15 +481,7 @@ def _sample(
     while True:
         due = start + tick * config.interval
         timeout = max(0.0, due - time.monotonic())
-        if runner_alive is not None:
-            finished = not runner_alive()
-            if not finished:
-                time.sleep(min(timeout, 0.05))
-                finished = not runner_alive()
-        else:
-            ready = multiprocessing.connection.wait(waiters, min(timeout, 0.05))
-            waiters = [w for w in waiters if w not in ready]
-            finished = not waiters
+        finished = jobs_done(timeout)
         now = time.monotonic()
         if now >= due or finished:
             b = [counters[i * 2] for i in range(n_jobs)]
