@@ -72,7 +72,7 @@ _STRACE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\w+)\((.*)\)\s+=\s+(-?\d+)(?:\s
 _TRACE = re.compile(
     r"^\[trace\] (?:pid \d+ )?(?:tid (\d+) )?fd (-?\d+) (\w+)\((.*)\) = (-1 (E\w+)|\d+)"
 )
-_SYSCALL = {"accept": "accept4", "send": "sendto", "recv": "recvfrom", "recv_into": "recvfrom"}
+_SYSCALL = {"accept": "accept4", "send": "sendto", "recv": "recvfrom"}
 
 
 def _join_unfinished(lines: list[str]) -> list[str]:

@@ -40,7 +40,6 @@ SYSCALLS = {
     "send": "sendto",
     "sendto": "sendto",
     "recv": "recvfrom",
-    "recv_into": "recvfrom",
     "recvfrom": "recvfrom",
     "shutdown": "shutdown",
     "close": "close",
@@ -59,7 +58,6 @@ _PHASE_COLOUR = {
     "send": "32",  # green: data
     "sendto": "32",
     "recv": "32",
-    "recv_into": "32",
     "recvfrom": "32",
     "shutdown": "33",  # yellow: tearing down
     "close": "33",
