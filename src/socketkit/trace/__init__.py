@@ -26,17 +26,9 @@ __all__ = [
     "TraceEvent",
     "TracePrinter",
     "TracedSocket",
-    "is_tracing",
     "preview",
     "tracing",
 ]
-
-_depth = 0
-
-
-def is_tracing() -> bool:
-    """True while a ``tracing`` block is active (fast paths step aside)."""
-    return _depth > 0
 
 
 @contextmanager
@@ -53,7 +45,6 @@ def tracing(
         sink: receives each ``TraceEvent`` instead (tests, tools).
         colour: force colour on or off (default: on for a terminal).
     """
-    global _depth
     if sink is None:
         if stream is None:
             raise ValueError("tracing() needs a stream or a sink")
@@ -62,11 +53,9 @@ def tracing(
     old_factory = _sockets.set_socket_factory(TracedSocket)
     old_loop = os.environ.get("SOCKETKIT_LOOP")
     os.environ["SOCKETKIT_LOOP"] = "asyncio"
-    _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
         set_sink(old_sink)
         _sockets.set_socket_factory(old_factory)
         if old_loop is None:
