@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import sys
 from typing import TextIO
 
-from ..address import InetEndpoint, UnixEndpoint, parse_port, require_unix_sockets
+from ..address import (
+    InetEndpoint,
+    UnixEndpoint,
+    family_from_flags,
+    parse_port,
+    require_unix_sockets,
+)
 from ..errors import AddressError, SocketkitError, UsageError
 from ..relay import (
     AccessList,
@@ -36,7 +41,14 @@ from ..relay import (
 from ..tls import add_tls_arguments, settings_from_args
 from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
-from ._common import Env, nonnegative_float, positive_int
+from ._common import (
+    Env,
+    access_list,
+    add_access_options,
+    add_common_options,
+    nonnegative_float,
+    positive_int,
+)
 
 __all__ = ["add_parsers"]
 
@@ -142,14 +154,8 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
         p.add_argument(
             "-m", "--max-conns", type=positive_int, metavar="N", help="at most N clients at once"
         )
-        p.add_argument(
-            "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="allow only these"
-        )
-        p.add_argument(
-            "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
-        )
-    p.add_argument("-v", "--verbose", action="store_true", help="say more on standard error")
-    p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+        add_access_options(p)
+    add_common_options(p)
     add_tls_arguments(p, "both")
 
 
@@ -157,11 +163,7 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
 
 
 def _family(args: argparse.Namespace) -> int:
-    if args.ipv4:
-        return socket.AF_INET
-    if args.ipv6:
-        return socket.AF_INET6
-    return socket.AF_UNSPEC
+    return family_from_flags(args.ipv4, args.ipv6)
 
 
 def _log(args: argparse.Namespace, env: Env) -> Log:
@@ -257,12 +259,7 @@ def _settings(args: argparse.Namespace, env: Env, role: str) -> RelaySettings:
     open_opts = _tls(args, env, role)
     log = open_opts.log
     open_opts.connect_timeout = args.wait if args.wait else None
-    access = AccessList()
-    if role == "server":
-        try:
-            access = AccessList.from_strings(args.allow, args.deny)
-        except AddressError as exc:
-            raise UsageError(str(exc)) from exc
+    access = access_list(args) if role == "server" else AccessList()
     return RelaySettings(
         open=open_opts,
         pump=_pump_options(args, log, env),

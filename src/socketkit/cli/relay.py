@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..errors import AddressError, UsageError
+from ..errors import UsageError
 from ..relay import (
-    AccessList,
     ExecCommand,
     HexDumper,
     Log,
@@ -29,7 +28,14 @@ from ..relay import (
     terminate_cleanly,
 )
 from ..tls import TLSSettings, add_tls_arguments, client_context, server_context, settings_from_args
-from ._common import Env, nonnegative_float, positive_int
+from ._common import (
+    Env,
+    access_list,
+    add_access_options,
+    add_common_options,
+    nonnegative_float,
+    positive_int,
+)
 
 __all__ = ["add_parsers"]
 
@@ -57,12 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="SECS",
         help="connect timeout, and idle timeout per connection",
     )
-    p.add_argument(
-        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="allow only these"
-    )
-    p.add_argument(
-        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
-    )
+    add_access_options(p)
     p.add_argument("--hex-dump", metavar="FILE", help="write a hex dump of the traffic to FILE")
     p.add_argument("-x", action="store_true", dest="hex_stderr", help="hex dump to stderr")
     p.add_argument(
@@ -73,8 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "on the machines measured, user-space 256 KiB buffers were faster; see "
         "benchmarks/relay.py)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="say more on standard error")
-    p.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    add_common_options(p)
     add_tls_arguments(p, "both")
     p.set_defaults(run=run_relay_command)
 
@@ -120,10 +120,7 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
         else:
             opts.tls_client = client_context(tls_settings, warn=env.stderr)
             opts.server_hostname = tls_settings.server_name
-    try:
-        access = AccessList.from_strings(args.allow, args.deny)
-    except AddressError as exc:
-        raise UsageError(str(exc)) from exc
+    access = access_list(args)
     pump_opts = PumpOptions(idle_timeout=args.wait or None, splice=args.splice)
     if args.hex_dump or args.hex_stderr:
         try:
