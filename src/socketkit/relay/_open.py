@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import ssl
 import sys
@@ -22,9 +23,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .._sockets import bind_socket, connect_socket, local_name
+from .._sockets import bind_socket, bound_port, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
-from ..errors import SocketkitError, UsageError, translate_os_error
+from ..errors import UsageError, translate_os_error
 from ..tls import MemoryTLS, handshake_memory
 from ._channels import Channel, DatagramChannel, SocketChannel, StdioChannel, TLSChannel
 from ._grammar import RelayAddress
@@ -151,10 +152,8 @@ class Listener:
 
     @property
     def port(self) -> int | None:
-        with contextlib.suppress(OSError):
-            sockname = self.sock.getsockname()
-            if isinstance(sockname, tuple):
-                return int(sockname[1])
+        with contextlib.suppress(OSError):  # closed already
+            return bound_port(self.sock)
         return None
 
     def listening_line(self) -> str:
@@ -216,8 +215,6 @@ class Listener:
             self.sock.close()
             endpoint = self.addr.endpoint
             if isinstance(endpoint, UnixEndpoint) and not endpoint.path.startswith("@"):
-                import os
-
                 with contextlib.suppress(OSError):
                     os.unlink(endpoint.path)
 
@@ -237,8 +234,5 @@ def open_listener(addr: RelayAddress, opts: OpenOptions, *, backlog: int | None 
     option_backlog = addr.get("backlog")
     if option_backlog is not None:
         backlog = int(option_backlog)
-    try:
-        sock = bind_socket(endpoint, type=sock_type, family=_family(addr, opts), backlog=backlog)
-    except SocketkitError:
-        raise
+    sock = bind_socket(endpoint, type=sock_type, family=_family(addr, opts), backlog=backlog)
     return Listener(addr, sock, opts)
