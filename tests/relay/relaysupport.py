@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -20,6 +19,7 @@ import pytest
 
 import helpers
 from helpers import LOOPBACK_TIMEOUT, free_port, wait_connectable
+from helpers import socketkit_argv as sk
 
 __all__ = [
     "LOOPBACK_TIMEOUT",
@@ -33,10 +33,6 @@ __all__ = [
     "sk",
     "wait_connectable",
 ]
-
-
-def sk(*args: str) -> list[str]:
-    return [sys.executable, "-m", "socketkit", *args]
 
 
 def sha(data: bytes) -> str:

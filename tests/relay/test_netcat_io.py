@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -77,7 +78,7 @@ def test_linger_zero_closes_at_once() -> None:
 def test_exec_python_script_per_connection_keep_open() -> None:
     script = "import sys; data = sys.stdin.buffer.read(); sys.stdout.buffer.write(data[::-1])"
     with running(
-        sk("listen", "-v", "-k", "127.0.0.1", "0", "-c", f"{sys_exe()} -c '{script}'")
+        sk("listen", "-v", "-k", "127.0.0.1", "0", "-c", f"{sys.executable} -c '{script}'")
     ) as lst:
         port = lst.port()
         results: dict[int, bytes] = {}
@@ -103,12 +104,6 @@ def test_exec_python_script_per_connection_keep_open() -> None:
                 ["ps", "-o", "stat=", "--ppid", str(lst.proc.pid)], capture_output=True, text=True
             ).stdout
         )
-
-
-def sys_exe() -> str:
-    import sys
-
-    return sys.executable
 
 
 def test_keep_open_stdout_from_many_clients() -> None:

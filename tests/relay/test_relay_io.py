@@ -11,6 +11,8 @@ import time
 import pytest
 from relaysupport import LOOPBACK_TIMEOUT, recv_all, run, running, sha, sk
 
+from helpers import start_server
+
 pytestmark = pytest.mark.timeout(60)
 
 PAYLOAD = os.urandom(4 << 20)
@@ -109,8 +111,6 @@ def test_relay_memory_bounded_under_slow_reader(extra: list[str]) -> None:
 @pytest.mark.parametrize("flags", [["--deny", "127.0.0.0/8"], ["--allow", "10.0.0.0/8"]])
 def test_tcp_server_allow_deny(flags: list[str]) -> None:
     """tcp-server takes --allow/--deny through the engine's accept_filter hook."""
-    from helpers import start_server
-
     with start_server("tcp-server", "--host", "127.0.0.1", "-p", "0", *flags) as server:
         port = server.port()
         # Closed at once, maybe with a reset: refused either way.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,6 @@ def test_socketkit_tls_connect_to_openssl_s_server(tls_files: tuple[str, str]) -
 
 def _wait_listening(port: int) -> None:
     """Wait for a TCP listener without connecting to it (ss), for one-shot servers."""
-    import time
-
     deadline = time.monotonic() + LOOPBACK_TIMEOUT
     while time.monotonic() < deadline:
         out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
