@@ -169,7 +169,6 @@ def _run_job(
 ) -> _JobResult:
     result = _JobResult(job.index)
     slot = job.index * 2
-    rate = config.bitrate / 8 / config.streams if config.bitrate else None
     if job.kind == "udp":
         sock = _connect(config, udp_port, socket.SOCK_DGRAM)
     else:
@@ -182,27 +181,15 @@ def _run_job(
         start = time.monotonic()
         end = start + config.duration
         if job.kind == "send":
-            data = memoryview(bytes(config.write_size))
-            total = 0
-            while time.monotonic() < end:
-                if rate is not None:
-                    _pace(start, total, rate)
-                total += sock.send(data)
-                counters[slot] = total
-            result.bytes, result.seconds = total, time.monotonic() - start
+            result.bytes = _tcp_send(config, sock, start, end, counters, slot)
+            result.seconds = time.monotonic() - start
             sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):
+            while sock.recv(65536):  # the server closes once it has read everything
                 pass
         elif job.kind == "recv":
             sock.sendall(b"g")
-            buf = bytearray(256 * 1024)
-            total = 0
-            n = sock.recv_into(buf)
-            while n:
-                total += n
-                counters[slot] = total
-                n = sock.recv_into(buf)
-            result.bytes, result.seconds = total, time.monotonic() - start
+            result.bytes = _tcp_receive(sock, counters, slot)
+            result.seconds = time.monotonic() - start
         elif job.kind == "udp":
             result.bytes, result.packets, result.skipped = _udp_send(
                 config, job, sock, start, end, counters, slot
@@ -215,6 +202,33 @@ def _run_job(
             result.packets = hist.count
             result.seconds = time.monotonic() - start
     return result
+
+
+def _tcp_send(
+    config: BenchConfig, sock: socket.socket, start: float, end: float, counters: Any, slot: int
+) -> int:
+    """Write until ``end`` (paced when a bitrate is set); return the bytes sent."""
+    rate = config.bitrate / 8 / config.streams if config.bitrate else None
+    data = memoryview(bytes(config.write_size))
+    total = 0
+    while time.monotonic() < end:
+        if rate is not None:
+            _pace(start, total, rate)
+        total += sock.send(data)
+        counters[slot] = total
+    return total
+
+
+def _tcp_receive(sock: socket.socket, counters: Any, slot: int) -> int:
+    """Read until the server ends the stream; return the bytes received."""
+    buf = bytearray(256 * 1024)
+    total = 0
+    n = sock.recv_into(buf)
+    while n:
+        total += n
+        counters[slot] = total
+        n = sock.recv_into(buf)
+    return total
 
 
 def _udp_send(
