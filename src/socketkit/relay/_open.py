@@ -26,7 +26,7 @@ from typing import TextIO
 from .._sockets import bind_socket, bound_port, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
 from ..errors import UsageError, translate_os_error
-from ..tls import MemoryTLS, handshake_memory
+from ..tls import HANDSHAKE_TIMEOUT, MemoryTLS, handshake_memory
 from ._channels import Channel, DatagramChannel, SocketChannel, StdioChannel, TLSChannel
 from ._grammar import RelayAddress
 
@@ -110,7 +110,7 @@ def open_channel(addr: RelayAddress, opts: OpenOptions) -> Channel:
             role="client",
             where=name,
             server_hostname=addr.get("sni") or opts.server_hostname or host,
-            timeout=opts.connect_timeout or 10.0,
+            timeout=opts.connect_timeout or HANDSHAKE_TIMEOUT,
         )
         _log_tls(opts.log, tls, name)
         return TLSChannel(tls, name)
