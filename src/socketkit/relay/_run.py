@@ -86,6 +86,13 @@ def _is_loopback(listener: Listener) -> bool:
         return False
 
 
+def _announce(listener: Listener, settings: RelaySettings) -> None:
+    """Say the listener is ready (``-v``) and tell whoever asked (``on_listening``)."""
+    settings.log.info(listener.listening_line())
+    if settings.on_listening is not None:
+        settings.on_listening(listener)
+
+
 def _finish(result: PumpResult, log: Log, name: str) -> None:
     log.info(
         f"{name}: {result.reason}; {result.sent} bytes sent, {result.received} received"
@@ -124,9 +131,7 @@ def run_relay(
         raise UsageError("-k/fork is not supported for UDP listeners (UDP has no connections)")
     listener = open_listener(a, settings.open, backlog=settings.backlog)
     try:
-        log.info(listener.listening_line())
-        if settings.on_listening is not None:
-            settings.on_listening(listener)
+        _announce(listener, settings)
         if (settings.broker or isinstance(b, ExecCommand)) and not _is_loopback(listener):
             what = "--broker" if settings.broker else f"exec of {b}"
             guard = "" if settings.access.active else "; restrict it with --allow or bind 127.0.0.1"
@@ -170,9 +175,7 @@ def _handle(
     if other.listener:
         second = open_listener(other, settings.open, backlog=settings.backlog)
         try:
-            settings.log.info(second.listening_line())
-            if settings.on_listening is not None:
-                settings.on_listening(second)
+            _announce(second, settings)
             acc = second.accept()
             refusal = settings.access.check(acc.addr)
             if refusal is not None:
