@@ -16,6 +16,7 @@ import contextlib
 import sys
 from typing import TextIO
 
+from .._sockets import connect_socket
 from ..address import (
     InetEndpoint,
     UnixEndpoint,
@@ -218,7 +219,6 @@ def _pump_options(args: argparse.Namespace, log: Log, env: Env) -> PumpOptions:
 
 def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
     opts = OpenOptions(family=_family(args), log=_log(args, env))
-    settings = settings_from_args(args)
     if not args.tls:
         extra = [f for f, v in (("--cert", args.cert), ("--ca-file", args.ca_file)) if v]
         extra += [f for f, v in (("--insecure", args.insecure), ("--sni", args.sni)) if v]
@@ -228,6 +228,7 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
         return opts
     if args.udp or args.unixsock:
         raise UsageError("--tls works over TCP only (not with -u or -U)")
+    settings = settings_from_args(args)
     if role == "client":
         opts.tls_client = tls_client_context(settings, warn=env.stderr)
         opts.server_hostname = settings.server_name
@@ -306,8 +307,6 @@ def _port_range(text: str) -> list[int]:
 
 def _probe(args: argparse.Namespace, env: Env) -> int:
     """-z: connect and close at once; report each port with -v; 0 if any is open."""
-    from .._sockets import connect_socket
-
     if args.port is None and not args.unixsock:
         raise UsageError("connect -z needs HOST and PORT (or LO-HI)")
     if args.udp:
