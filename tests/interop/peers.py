@@ -2,7 +2,7 @@
 
 Usage::
 
-    from peers import Proc, c_cmd, java_cmd, run, socketkit_cmd
+    from peers import Proc, c_cmd, java_cmd, run
 
     with Proc(c_cmd("tcp_server", "0")) as server:
         port = int(server.wait_for(r"Server listening on port (\\d+)").group(1))
@@ -21,8 +21,8 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEERS_DIR = REPO_ROOT / "peers"
@@ -130,9 +132,20 @@ def java_cmd(program: str, *args: str) -> list[str]:
     return ["java", "-cp", str(JAVA_CLASSES_DIR), program, *map(str, args)]
 
 
-def socketkit_cmd(*args: str) -> list[str]:
-    """The command line running ``python -m socketkit`` with ``args`` (this interpreter)."""
-    return [sys.executable, "-m", "socketkit", *map(str, args)]
+def ipv6_loopback_available() -> bool:
+    """Whether a socket can bind ``::1`` here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1)")
+needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets")
 
 
 def run(

@@ -21,7 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from peers import PEER_DEADLINE, Proc, c_cmd, java_cmd, run, socketkit_cmd
+from helpers import socketkit_argv
+from peers import (
+    PEER_DEADLINE,
+    Proc,
+    c_cmd,
+    java_cmd,
+    needs_ipv6,
+    needs_unix,
+    run,
+)
 
 #: How long a server may take to start listening, a client to finish its
 #: exchange, and a TCP server to exit after its client. The JVM starts slowly
@@ -66,7 +75,7 @@ def server_cmd(impl: str, proto: str, *, ipv6: bool = False, unix: Path | None =
             args += ["--host", "::1", "-p", "0"]
         else:
             args += ["-p", "0"]
-        return socketkit_cmd(*args)
+        return socketkit_argv(*args)
     if impl == "c":
         program = f"{proto}_server"
         if unix is not None:
@@ -90,7 +99,7 @@ def client_cmd(
             args += ["--unix", str(unix)]
         else:
             args += ["--host", host, "-p", str(port)]
-        return socketkit_cmd(*args)
+        return socketkit_argv(*args)
     if impl == "c":
         program = f"{proto}_client"
         if unix is not None:
@@ -184,20 +193,6 @@ def test_matrix(built_peers: None, proto: str, client: str, server: str) -> None
 # -- 2. IPv6 and Unix-domain sockets: socketkit with socketkit and the C peer -----
 
 
-def ipv6_loopback_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1)")
-needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets")
-
 NATIVE_IMPLS = ("socketkit", "c")
 NATIVE_MATRIX = [
     pytest.param(proto, client, server, id=f"{proto}-{client}-client-{server}-server")
@@ -241,11 +236,11 @@ def test_unix(built_peers: None, tmp_path: Path, proto: str, client: str, server
 @pytest.mark.timeout(90)
 def test_tcp_client_count_against_long_running_server(built_peers: None) -> None:
     started = time.monotonic()
-    with Proc(socketkit_cmd("tcp-server", "-p", "0")) as srv:
+    with Proc(socketkit_argv("tcp-server", "-p", "0")) as srv:
         port = srv.wait_for(LISTENING["tcp"], EXCHANGE_DEADLINE).group(2)
 
         code, out, err = run(
-            socketkit_cmd(
+            socketkit_argv(
                 "tcp-client", "--host", "127.0.0.1", "-p", port, "--count", "3",
                 "-w", f"{CLIENT_TIMEOUT:g}",
             ),
@@ -274,7 +269,7 @@ def test_socketkit_server_answers_a_client_that_never_half_closes(built_peers: N
     # newline and do NOT half-close (our C peer does): they just wait in one
     # recv. The server must answer what arrived, not wait for a newline or
     # for the end of the stream, and answer raw bytes with raw bytes.
-    with Proc(socketkit_cmd("tcp-server", "--once", "-p", "0")) as srv:
+    with Proc(socketkit_argv("tcp-server", "--once", "-p", "0")) as srv:
         port = int(srv.wait_for(LISTENING["tcp"], EXCHANGE_DEADLINE).group(2))
         with socket.create_connection(("127.0.0.1", port), timeout=EXCHANGE_DEADLINE) as client:
             client.sendall(b"Hello from client")

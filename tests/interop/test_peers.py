@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import PEER_DEADLINE, Proc, c_cmd, java_cmd, run
+from peers import PEER_DEADLINE, Proc, c_cmd, java_cmd, needs_ipv6, needs_unix, run
 
 LANGUAGES = ("c", "java")
 
@@ -34,21 +34,6 @@ UDP_LISTENING = r"^UDP server listening on port (\d+)$"
 
 def peer(language: str, program: str, *args: str) -> list[str]:
     return PROGRAMS[(language, program)](*args)
-
-
-def ipv6_loopback_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1)")
-needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix-domain sockets")
 
 
 def expected_tcp_server_output(server: str, client: str, listening: str) -> str:
