@@ -12,23 +12,26 @@ Figures each check measures are printed (``pytest -s``) and written to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import resource
 import signal
 import socket
+import struct
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-#: Seconds any single loopback step may take before a test fails.
-LOOPBACK_TIMEOUT = 10.0
+from helpers import LOOPBACK_TIMEOUT, socketkit_argv
+
 RESULTS = Path(__file__).resolve().parent / "results"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -75,7 +78,7 @@ class Proc:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "socketkit", *argv],
+            socketkit_argv(*argv),
             stdin=subprocess.DEVNULL,
             stdout=self._out,
             stderr=self._err,
@@ -261,3 +264,115 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
         except TimeoutError:
             return False
     return False
+
+
+def reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def _echo_client(port: int, size: int, rng: random.Random) -> tuple[int, bool]:
+    """Send ``size`` random bytes in random-sized writes while reading the echo."""
+    payload = rng.randbytes(size)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        view = memoryview(payload)
+        pos = 0
+        while pos < size:
+            n = rng.randint(1, 64 * 1024)
+            writer.write(view[pos : pos + n])
+            pos += n
+            await writer.drain()
+        writer.write_eof()
+
+    sender = asyncio.create_task(send())
+    received = await reader.read(-1)  # until the server half-closes after the rest
+    await sender
+    writer.close()
+    await writer.wait_closed()
+    return len(received), sha(received) == sha(payload)
+
+
+async def _echo_load(port: int, conns: int, size: int, seed: int) -> list[tuple[int, bool]]:
+    rng = random.Random(seed)
+    seeds = [rng.random() for _ in range(conns)]
+    jobs = [_echo_client(port, size, random.Random(s)) for s in seeds]
+    return await asyncio.wait_for(asyncio.gather(*jobs), 60)
+
+
+def echo_load(port: int, conns: int, size: int, seed: int) -> list[tuple[int, bool]]:
+    """``conns`` concurrent echo clients of ``size`` bytes each; (bytes back, hash matched) each."""
+    return asyncio.run(_echo_load(port, conns, size, seed))
+
+
+def slow_reader(proc: Proc, port: int, payload: bytes) -> tuple[int, int, float]:
+    """Echo ``payload`` to a client reading at most 256 KiB per 20 ms; every byte must come back.
+
+    ``proc``'s RSS is sampled before, then every tick, and a fresh client's
+    round trip every tenth tick; returns (RSS before and at its peak in KiB,
+    worst round trip in seconds).
+    """
+    size = len(payload)
+    rss_before = rss_peak = proc.rss_kib()
+    worst = 0.0
+    slow = connect(port)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sender = threading.Thread(target=slow.sendall, args=(payload,), daemon=True)
+    sender.start()
+    got = bytearray()
+    deadline = time.monotonic() + 60
+    tick = 0
+    while len(got) < size and time.monotonic() < deadline:
+        want = 256 * 1024
+        while want > 0:
+            chunk = slow.recv(min(want, 65536))
+            assert chunk, "the slow reader was closed"
+            got += chunk
+            want -= len(chunk)
+        time.sleep(0.02)  # the slow reader's pace, not a synchronisation
+        tick += 1
+        rss_peak = max(rss_peak, proc.rss_kib())
+        if tick % 10 == 0:
+            worst = max(worst, echo_roundtrip(port))
+    sender.join(LOOPBACK_TIMEOUT)
+    slow.shutdown(socket.SHUT_WR)
+    got += read_until_eof(slow)
+    slow.close()
+    assert bytes(got) == payload
+    return rss_before, rss_peak, worst
+
+
+def resets_mid_stream(port: int, count: int) -> None:
+    """``count`` connections each with up to 256 KiB in flight, then a reset."""
+    for _ in range(count):
+        s = connect(port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.send(os.urandom(256 * 1024))
+        reset(s)
+
+
+def half_close_echo(port: int, payload: bytes) -> bytes:
+    """Send ``payload``, half-close, and return everything read until EOF (read concurrently)."""
+    with connect(port) as s:
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(read_until_eof(s)))
+        reader.start()
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        reader.join(LOOPBACK_TIMEOUT)
+        assert not reader.is_alive()
+    return got[0]
+
+
+def connect_and_close(port: int, count: int) -> None:
+    """Connect and close ``count`` times, every other one with a reset."""
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT)
+        if i % 2:
+            reset(s)
+        else:
+            s.close()

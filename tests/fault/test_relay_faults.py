@@ -7,13 +7,7 @@ relay's own (/proc of the relay process).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import random
-import socket
-import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +15,17 @@ from pathlib import Path
 
 import pytest
 from faultsupport import (
-    LOOPBACK_TIMEOUT,
     Proc,
     connect,
+    connect_and_close,
+    echo_load,
     echo_roundtrip,
-    read_until_eof,
+    half_close_echo,
     record,
+    resets_mid_stream,
     running,
     sha,
+    slow_reader,
     tcp_server,
     wait_until,
 )
@@ -55,43 +52,15 @@ def relay_to_echo(
             yield relay, relay.port()
 
 
-async def _echo_client(port: int, size: int, seed: float) -> bool:
-    rng = random.Random(seed)
-    payload = rng.randbytes(size)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def send() -> None:
-        pos = 0
-        while pos < size:
-            n = rng.randint(1, 64 * 1024)
-            writer.write(payload[pos : pos + n])
-            pos += n
-            await writer.drain()
-        writer.write_eof()
-
-    sender = asyncio.create_task(send())
-    received = await reader.read(-1)
-    await sender
-    writer.close()
-    await writer.wait_closed()
-    return sha(received) == sha(payload)
-
-
-async def _load(port: int, conns: int, size: int) -> list[bool]:
-    rng = random.Random(51)
-    jobs = [_echo_client(port, size, rng.random()) for _ in range(conns)]
-    return await asyncio.wait_for(asyncio.gather(*jobs), 60)
-
-
 def test_relay_integrity_under_load(tmp_path: Path) -> None:
     """Check 1 (relay): 100 connections x 1 MiB through the relay, every byte hashed."""
     conns, size = 100, 1 * MiB
     with relay_to_echo(tmp_path) as (relay, port):
         fds_before = relay.baseline_fds(port)
         start = time.monotonic()
-        results = asyncio.run(_load(port, conns, size))
+        results = echo_load(port, conns, size, seed=51)
         elapsed = time.monotonic() - start
-        assert all(results)
+        assert all(ok for _, ok in results)
         wait_until(lambda: relay.fds() == fds_before, what="relay fds back to baseline")
         hwm = relay.hwm_kib()
         relay.assert_clean_log()
@@ -117,33 +86,7 @@ def test_relay_slow_reader_memory_bounded(tmp_path: Path, splice: bool) -> None:
     options = ["--splice"] if splice else []
     with relay_to_echo(tmp_path, *options) as (relay, port):
         echo_roundtrip(port)
-        rss_before = relay.rss_kib()
-        slow = connect(port)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sender = threading.Thread(target=slow.sendall, args=(payload,), daemon=True)
-        sender.start()
-        got = bytearray()
-        peak = rss_before
-        worst = 0.0
-        tick = 0
-        deadline = time.monotonic() + 60
-        while len(got) < size and time.monotonic() < deadline:
-            want = 256 * 1024
-            while want > 0:
-                chunk = slow.recv(min(want, 65536))
-                assert chunk
-                got += chunk
-                want -= len(chunk)
-            time.sleep(0.02)  # the slow reader's pace
-            tick += 1
-            peak = max(peak, relay.rss_kib())
-            if tick % 10 == 0:
-                worst = max(worst, echo_roundtrip(port))
-        sender.join(LOOPBACK_TIMEOUT)
-        slow.shutdown(socket.SHUT_WR)
-        got += read_until_eof(slow)
-        slow.close()
-        assert bytes(got) == payload
+        rss_before, peak, worst = slow_reader(relay, port, payload)
         relay.assert_clean_log()
     growth = (peak - rss_before) / 1024
     record(
@@ -162,28 +105,10 @@ def test_relay_abrupt_endings(tmp_path: Path) -> None:
     """Check 5 (relay): resets mid-stream, half-close then the rest, 1000 connect-and-close."""
     with relay_to_echo(tmp_path) as (relay, port):
         fds_before = relay.baseline_fds(port)
-        for _ in range(50):
-            s = connect(port)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.send(os.urandom(256 * 1024))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
+        resets_mid_stream(port, 50)
         payload = os.urandom(2 * MiB)
-        with connect(port) as s:
-            got: list[bytes] = []
-            reader = threading.Thread(target=lambda: got.append(read_until_eof(s)))
-            reader.start()
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            reader.join(LOOPBACK_TIMEOUT)
-        assert got and sha(got[0]) == sha(payload)
-        for i in range(1000):
-            s = socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT)
-            if i % 2:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
+        assert sha(half_close_echo(port, payload)) == sha(payload)
+        connect_and_close(port, 1000)
         latency = echo_roundtrip(port)
         wait_until(lambda: relay.fds() == fds_before, 20, what="relay fds back to baseline")
         relay.assert_clean_log()

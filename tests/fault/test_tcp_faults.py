@@ -7,13 +7,11 @@ and its ``summary:`` line as well as on what the clients saw.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
 import socket
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -22,10 +20,15 @@ from faultsupport import (
     LOOPBACK_TIMEOUT,
     closed_by_peer,
     connect,
+    connect_and_close,
+    echo_load,
     echo_roundtrip,
+    half_close_echo,
     read_until_eof,
     record,
+    resets_mid_stream,
     sha,
+    slow_reader,
     tcp_server,
     wait_until,
 )
@@ -35,43 +38,13 @@ pytestmark = [pytest.mark.fault, pytest.mark.timeout(90)]
 MiB = 1024 * 1024
 
 
-async def _echo_client(port: int, size: int, rng: random.Random) -> tuple[int, bool]:
-    """Send ``size`` random bytes in random-sized writes while reading the echo."""
-    payload = rng.randbytes(size)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def send() -> None:
-        view = memoryview(payload)
-        pos = 0
-        while pos < size:
-            n = rng.randint(1, 64 * 1024)
-            writer.write(view[pos : pos + n])
-            pos += n
-            await writer.drain()
-        writer.write_eof()
-
-    sender = asyncio.create_task(send())
-    received = await reader.read(-1)  # until the server half-closes after the rest
-    await sender
-    writer.close()
-    await writer.wait_closed()
-    return len(received), sha(received) == sha(payload)
-
-
-async def _echo_load(port: int, conns: int, size: int, seed: int) -> list[tuple[int, bool]]:
-    rng = random.Random(seed)
-    seeds = [rng.random() for _ in range(conns)]
-    jobs = [_echo_client(port, size, random.Random(s)) for s in seeds]
-    return await asyncio.wait_for(asyncio.gather(*jobs), 60)
-
-
 def test_integrity_under_load(tmp_path: Path) -> None:
     """Check 1: 200 connections x 1 MiB echoed concurrently, every byte hashed."""
     conns, size = 200, 1 * MiB
     with tcp_server(tmp_path, "--service", "echo") as srv:
         fds_before = srv.baseline_fds(srv.port())
         start = time.monotonic()
-        results = asyncio.run(_echo_load(srv.port(), conns, size, seed=5))
+        results = echo_load(srv.port(), conns, size, seed=5)
         elapsed = time.monotonic() - start
         assert [n for n, _ in results] == [size] * conns, "bytes lost or duplicated"
         assert all(ok for _, ok in results), "bytes reordered or corrupted"
@@ -102,34 +75,7 @@ def test_slow_reader_memory_bounded_others_served(tmp_path: Path) -> None:
     with tcp_server(tmp_path, "--service", "echo") as srv:
         port = srv.port()
         echo_roundtrip(port)
-        rss_before = srv.rss_kib()
-        slow = connect(port)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sender = threading.Thread(target=slow.sendall, args=(payload,), daemon=True)
-        sender.start()
-        got = bytearray()
-        peak_rss = rss_before
-        worst_latency = 0.0
-        deadline = time.monotonic() + 60
-        tick = 0
-        while len(got) < size and time.monotonic() < deadline:
-            # The slow reader: at most 256 KiB per 20 ms tick (pacing, not synchronisation).
-            want = 256 * 1024
-            while want > 0:
-                chunk = slow.recv(min(want, 65536))
-                assert chunk, "server closed the slow reader"
-                got += chunk
-                want -= len(chunk)
-            time.sleep(0.02)
-            tick += 1
-            peak_rss = max(peak_rss, srv.rss_kib())
-            if tick % 10 == 0:
-                worst_latency = max(worst_latency, echo_roundtrip(port))
-        sender.join(LOOPBACK_TIMEOUT)
-        slow.shutdown(socket.SHUT_WR)
-        got += read_until_eof(slow)
-        slow.close()
-        assert bytes(got) == payload
+        rss_before, peak_rss, worst_latency = slow_reader(srv, port, payload)
         hwm = srv.hwm_kib()
         assert srv.terminate() == 0
         srv.assert_clean_log()
@@ -244,35 +190,16 @@ def test_flood_past_max_conns_no_leak(tmp_path: Path) -> None:
     assert peak_fds <= fds_before + limit
 
 
-def _reset(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 def test_abrupt_endings(tmp_path: Path) -> None:
     """Check 5: resets mid-stream, half-close then read the rest, 3000 connect-and-close."""
     with tcp_server(tmp_path, "--service", "echo") as srv:
         port = srv.port()
         fds_before = srv.baseline_fds(srv.port())
         # Resets mid-stream: 100 connections each with 256 KiB in flight, then RST.
-        for _ in range(100):
-            s = connect(port)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.send(os.urandom(256 * 1024))
-            _reset(s)
+        resets_mid_stream(port, 100)
         # Half-close then read the rest: every byte comes back, then EOF.
         payload = os.urandom(2 * MiB)
-        with connect(port) as s:
-            got: list[bytes] = []
-            reader = threading.Thread(target=lambda: got.append(read_until_eof(s)))
-            reader.start()
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            reader.join(LOOPBACK_TIMEOUT)
-            assert not reader.is_alive()
-        assert sha(got[0]) == sha(payload)
+        assert sha(half_close_echo(port, payload)) == sha(payload)
         # Half-close with the echo still queued in the server (the client has a
         # tiny receive buffer and reads only after its end of stream): the rest
         # must still come, then EOF - not a reset that throws it away.
@@ -286,12 +213,7 @@ def test_abrupt_endings(tmp_path: Path) -> None:
             s.shutdown(socket.SHUT_WR)
             assert sha(read_until_eof(s)) == sha(rest)
         # Connect-and-close, plain and with a reset, thousands of times.
-        for i in range(3000):
-            s = socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT)
-            if i % 2:
-                _reset(s)
-            else:
-                s.close()
+        connect_and_close(port, 3000)
         latency = echo_roundtrip(port)
         wait_until(lambda: srv.fds() == fds_before, what="fds back to baseline")
         hwm = srv.hwm_kib()
