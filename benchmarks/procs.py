@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,23 +181,38 @@ class ServerProcess:
         self.close()
 
 
-def group_rss_kib(pgid: int) -> int:
-    total = 0
+def _group_members(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """The /proc entry and the stat fields after the name (state ppid pgrp ...) of
+    every live process in process group ``pgid``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:  # fields: state ppid pgrp ...
+            if int(fields[2]) != pgid:
                 continue
+        except (OSError, ValueError, IndexError):
+            continue
+        yield entry, fields
+
+
+def group_status_kib(pgid: int, field: str) -> int:
+    """The sum of a /proc/PID/status kB field (VmRSS, VmHWM) over a process group."""
+    total = 0
+    for entry, _ in _group_members(pgid):
+        try:
             for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     total += int(line.split()[1])
                     break
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def group_rss_kib(pgid: int) -> int:
+    return group_status_kib(pgid, "VmRSS")
 
 
 def settled_rss_kib(server: ServerProcess, limit: float = 3.0) -> int:
@@ -321,17 +336,7 @@ def busy_pct(
 
 def group_cpu_seconds(pgid: int) -> float:
     """user+system CPU seconds of the live processes of a process group."""
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid:
-                ticks += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_members(pgid))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

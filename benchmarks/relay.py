@@ -51,6 +51,7 @@ from benchmarks.procs import (
     Unavailable,
     child_env,
     end_process,
+    group_status_kib,
     pinned,
     run_loadgen,
 )
@@ -133,23 +134,6 @@ def _wait_connectable(port: int, proc: subprocess.Popen[bytes], timeout: float =
         time.sleep(0.02)
 
 
-def _group_peak_rss_kib(pgid: int) -> int:
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
 def run_relay(
     scenario: Scenario,
     relay_name: str,
@@ -185,7 +169,7 @@ def run_relay(
             cmd += ["--bytes", str(params["bytes"])]
             result = run_loadgen(cmd, loadgen_cpu, timeout=900)
             if proc is not None:
-                result["relay_peak_rss_kib"] = _group_peak_rss_kib(proc.pid)
+                result["relay_peak_rss_kib"] = group_status_kib(proc.pid, "VmHWM")
                 result["relay_command"] = " ".join(argv)
         finally:
             if proc is not None:
