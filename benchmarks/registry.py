@@ -70,6 +70,15 @@ def _socketkit(subcommand: str) -> Command:
     return build
 
 
+def _script(name: str, *extra: str) -> Command:
+    """``python benchmarks/servers/NAME --port 0 EXTRA...``."""
+
+    def build(ctx: Context) -> list[str]:
+        return [*ctx.script(name), "--port", "0", *extra]
+
+    return build
+
+
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in [
@@ -88,30 +97,30 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "uvloop",
             "asyncio Protocol + uvloop",
-            tcp=lambda ctx: [*ctx.script("asyncio_echo.py"), "--port", "0", "--uvloop"],
-            udp=lambda ctx: [*ctx.script("asyncio_echo.py"), "--port", "0", "--uvloop", "--udp"],
+            tcp=_script("asyncio_echo.py", "--uvloop"),
+            udp=_script("asyncio_echo.py", "--uvloop", "--udp"),
         ),
         ServerSpec(
             "asyncio",
             "asyncio Protocol, default loop",
-            tcp=lambda ctx: [*ctx.script("asyncio_echo.py"), "--port", "0"],
-            udp=lambda ctx: [*ctx.script("asyncio_echo.py"), "--port", "0", "--udp"],
+            tcp=_script("asyncio_echo.py"),
+            udp=_script("asyncio_echo.py", "--udp"),
         ),
         ServerSpec(
             "streams",
             "asyncio streams, default loop",
-            tcp=lambda ctx: [*ctx.script("streams_echo.py"), "--port", "0"],
+            tcp=_script("streams_echo.py"),
         ),
         ServerSpec(
             "selectors",
             "selectors loop (Python)",
-            tcp=lambda ctx: [*ctx.script("selectors_echo.py"), "--port", "0"],
-            udp=lambda ctx: [*ctx.script("selectors_echo.py"), "--port", "0", "--udp"],
+            tcp=_script("selectors_echo.py"),
+            udp=_script("selectors_echo.py", "--udp"),
         ),
         ServerSpec(
             "threads",
             "socketserver.ThreadingTCPServer",
-            tcp=lambda ctx: [*ctx.script("threading_echo.py"), "--port", "0"],
+            tcp=_script("threading_echo.py"),
         ),
     ]
 }
