@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, free_port, start_server, wait_connectable
+from helpers import LOOPBACK_TIMEOUT, Proc, free_port, start_server, wait_connectable
 
 pytestmark = [
     pytest.mark.tools,
@@ -52,13 +51,8 @@ backend socketkit
     server two 127.0.0.1:{p2} send-proxy-v2
 """
         )
-        proc = subprocess.Popen(
-            ["haproxy", "-db", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        # Ended (its process group killed) when the block ends, whatever happened.
+        with Proc(["haproxy", "-db", "-f", str(config)]):
             wait_connectable(front)
             # The readiness probe above went through HAProxy too; count from here.
             for _ in range(CLIENTS):
@@ -68,11 +62,6 @@ backend socketkit
                     s.connect(("127.0.0.1", front))
                     s.sendall(b"Hello from client\n")
                     assert s.recv(100) == b"Hello from server\n"
-        finally:
-            proc.terminate()
-            proc.wait(LOOPBACK_TIMEOUT)
-            assert proc.stdout is not None
-            proc.stdout.close()
         assert one.terminate() == 0
         assert two.terminate() == 0
     seen = [re.findall(r"^127\.0\.0\.2:\d+: connected$", srv.err, re.M) for srv in (one, two)]
