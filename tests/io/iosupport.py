@@ -24,9 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-#: Seconds any single loopback step may take before a test fails (CPython's
-#: ``socket_helper.LOOPBACK_TIMEOUT``): generous, since passing tests never wait it.
-LOOPBACK_TIMEOUT = 10.0
+from helpers import LOOPBACK_TIMEOUT
+
 #: Seconds given to calls that are expected to time out.
 SHORT_TIMEOUT = 0.2
 #: How much later than asked an expected timeout may fire on a loaded machine.
