@@ -53,6 +53,7 @@ __all__ = [
     "listen_backlog",
     "local_name",
     "peer_name",
+    "plain_sockets",
     "set_socket_factory",
 ]
 
@@ -61,6 +62,11 @@ _WINDOWS = sys.platform == "win32"
 SocketFactory = Callable[[int, int, int], socket.socket]
 #: Makes every socket of the library (``socketkit.trace`` swaps in a traced one).
 _new_socket: SocketFactory = socket.socket
+
+
+def plain_sockets() -> bool:
+    """True unless another factory (``--trace``) makes the library's sockets."""
+    return _new_socket is socket.socket
 
 
 def set_socket_factory(factory: SocketFactory | None) -> SocketFactory:

@@ -12,13 +12,17 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from .._sockets import plain_sockets
+
 __all__ = ["loop_name", "run"]
 
 T = TypeVar("T")
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if os.environ.get("SOCKETKIT_LOOP", "").lower() == "asyncio":
+    # uvloop does its socket I/O in C, past any Python socket object: when the
+    # seam hands out traced sockets, only the default loop shows their calls.
+    if os.environ.get("SOCKETKIT_LOOP", "").lower() == "asyncio" or not plain_sockets():
         return None
     try:
         import uvloop

@@ -4,15 +4,14 @@
 (``socketkit._sockets``) hand out ``TracedSocket`` objects, which print one
 line per system call: socket, setsockopt, bind (with the port in host and
 network byte order), listen, accept, connect, send/recv, sendto/recvfrom,
-shutdown, close, each with its descriptor and outcome. It also selects the
-default asyncio loop (``SOCKETKIT_LOOP=asyncio``): uvloop's I/O happens in C
-where no Python object sees it. ``tests/trace`` checks the lines against
+shutdown, close, each with its descriptor and outcome. The server loop
+chooser (``server/_loop.py``) then picks the default asyncio loop: uvloop's
+I/O happens in C where no Python object sees it. ``tests/trace`` checks the lines against
 ``strace``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -51,14 +50,8 @@ def tracing(
         sink = TracePrinter(stream, colour=colour)
     old_sink = set_sink(sink)
     old_factory = _sockets.set_socket_factory(TracedSocket)
-    old_loop = os.environ.get("SOCKETKIT_LOOP")
-    os.environ["SOCKETKIT_LOOP"] = "asyncio"
     try:
         yield
     finally:
         set_sink(old_sink)
         _sockets.set_socket_factory(old_factory)
-        if old_loop is None:
-            os.environ.pop("SOCKETKIT_LOOP", None)
-        else:
-            os.environ["SOCKETKIT_LOOP"] = old_loop
