@@ -380,7 +380,7 @@ class SocksClient:
             offered = "username/password" if self._credentials else "no authentication"
             raise ProxyAuthError(
                 f"SOCKS5 proxy accepts none of our authentication methods (offered: {offered}"
-                f"{'' if self._credentials else '; does it need --proxy-auth?'})",
+                f"{'' if self._credentials else '; it may want a username and password'})",
                 protocol="SOCKS5",
                 reply=method,
             )

@@ -215,8 +215,8 @@ def plan_target(host: str, dns: DnsPolicy) -> TargetPlan:
         return _PLANS["remote"]
     if dns == "none":
         raise AddressError(
-            f"cannot reach {host!r} through the proxy with --proxy-dns none "
-            "(give an IP address, or let the proxy resolve with --proxy-dns remote)"
+            f"cannot reach {host!r} through the proxy without DNS "
+            "(give an IP address, or let the proxy resolve the name)"
         )
     plan = _PLANS.get(dns)
     if plan is None:
