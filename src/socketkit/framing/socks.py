@@ -277,6 +277,9 @@ class SocksClient:
             )
         if address.version != 4:
             raise UsageError(f"SOCKS4 cannot carry the IPv6 target {host} (use SOCKS5)")
+        if address.packed[:3] == bytes(3):
+            # 0.0.0.x is SOCKS4a's "a name follows" marker, 0.0.0.0 no address.
+            raise UsageError(f"SOCKS4 cannot carry the target {host}")
         return _SOCKS4_HEAD.pack(4, _CMD_CONNECT, port, address.packed) + user + b"\x00"
 
     def data_to_send(self) -> bytes:
