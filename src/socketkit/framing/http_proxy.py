@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import h11
 
 from ..errors import (
+    FramingError,
     ProxyAuthError,
     ProxyProtocolError,
     ProxyRefusedError,
@@ -384,10 +385,13 @@ class HttpConnectClient:
             self._authorization = _basic(*self._credentials)
             self._tried.add("basic")
         self._retry_after_body = False
+        self._answered = False  # any byte from the proxy on this connection
+        self._open = False
         self._outgoing = bytearray()
         self._start()
 
     def _start(self) -> None:
+        self._answered = False
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_size)
         self._send_request()
 
@@ -407,6 +411,7 @@ class HttpConnectClient:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the proxy; ``b""`` is end of stream."""
+        self._answered = self._answered or bool(data)
         self._conn.receive_data(data)
 
     def reconnected(self) -> None:
@@ -422,10 +427,14 @@ class HttpConnectClient:
             ProxyTargetError: 502, 503 or 504: the proxy could not reach the target.
             ProxyProtocolError: the proxy does not speak HTTP.
         """
+        if self._open:
+            raise FramingError("the HTTP tunnel is already open", remote=False)
         while True:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if not self._answered:
+                    raise self._closed() from None
                 raise ProxyProtocolError(
                     f"the proxy does not speak HTTP: {exc}", protocol="HTTP"
                 ) from None
@@ -435,14 +444,12 @@ class HttpConnectClient:
                 if self._retry_after_body:
                     self._retry_after_body = False
                     return Reconnect()
-                raise ProxyRefusedError(
-                    f"HTTP proxy closed the connection before answering CONNECT {self.authority}",
-                    protocol="HTTP",
-                )
+                raise self._closed()
             if isinstance(event, h11.InformationalResponse):
                 continue
             if isinstance(event, h11.Response):
                 if 200 <= event.status_code < 300:
+                    self._open = True
                     data, _closed = self._conn.trailing_data
                     return TunnelOpen(None, bytes(data))
                 self._on_refusal(event)
@@ -458,6 +465,12 @@ class HttpConnectClient:
                 self._send_request()
             # Else: a piece of the 407's body (skipped), or its end when the
             # proxy will close (Connection: close, HTTP/1.0): wait for that.
+
+    def _closed(self) -> ProxyRefusedError:
+        return ProxyRefusedError(
+            f"HTTP proxy closed the connection before answering CONNECT {self.authority}",
+            protocol="HTTP",
+        )
 
     def _on_refusal(self, response: h11.Response) -> None:
         status = response.status_code

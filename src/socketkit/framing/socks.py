@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from ..errors import (
+    FramingError,
     IncompleteReadError,
     ProxyAuthError,
     ProxyError,
@@ -305,7 +306,7 @@ class SocksClient:
             ProxyProtocolError: the reply is not SOCKS, or malformed.
         """
         if self._state is _ClientState.OPEN:
-            raise ProxyProtocolError("the SOCKS tunnel is already open", protocol=self.protocol)
+            raise FramingError("the SOCKS tunnel is already open", remote=False)
         while True:
             event = self._step()
             if event is not None:
