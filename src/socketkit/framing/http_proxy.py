@@ -700,8 +700,13 @@ class HttpProxyServer:
 
     # -- answers -----------------------------------------------------------
 
-    def accept(self) -> None:
-        """Grant the ``TunnelRequest``: queue ``200 Connection established``."""
+    def accept(self, bound: tuple[str, int] | None = None) -> None:
+        """Grant the ``TunnelRequest``: queue ``200 Connection established``.
+
+        Args:
+            bound: taken for the same call shape as ``SocksServer.accept``;
+                HTTP has no field for it, so it is not sent.
+        """
         self._expect(_ServerState.DECIDE, "a CONNECT to answer")
         self._outgoing += (
             self._conn.send(

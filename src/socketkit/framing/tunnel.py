@@ -37,7 +37,7 @@ import errno as _errno
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from ..errors import AddressError, FramingError, UsageError
 
@@ -50,6 +50,7 @@ __all__ = [
     "Reconnect",
     "Rejected",
     "TargetPlan",
+    "TunnelClient",
     "TunnelFailure",
     "TunnelOpen",
     "TunnelRequest",
@@ -162,6 +163,26 @@ class Rejected:
     """
 
     reason: str
+
+
+class TunnelClient(Protocol):
+    """What every client machine provides (``SocksClient``, ``HttpConnectClient``)."""
+
+    def data_to_send(self) -> bytes:
+        """The bytes to send to the proxy now (and forget), possibly b""."""
+        ...
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the proxy; ``b""`` is end of stream."""
+        ...
+
+    def next_event(self) -> NeedData | TunnelOpen | Reconnect:
+        """``NEED_DATA``, ``TunnelOpen``, or (HTTP only) ``Reconnect``.
+
+        Raises:
+            ProxyError: the proxy did not open the tunnel.
+        """
+        ...
 
 
 class ProxyRequestError(FramingError):
