@@ -1,4 +1,6 @@
-"""A tiny proxy server for tests: our server machines on a blocking socket, in a thread.
+"""A tiny proxy server for tests, and the bytes real proxy clients send.
+
+The server: our server machines on a blocking socket, in a thread.
 
 It detects the protocol from the first byte, runs ``SocksServer`` or
 ``HttpProxyServer``, records every request and every byte the client sent
@@ -28,6 +30,22 @@ from socketkit.framing.tunnel import (
 )
 
 from helpers import LOOPBACK_TIMEOUT
+
+# What ncat 7.93 sends as a proxy client (``ncat --proxy 127.0.0.1:PORT
+# --proxy-type socks4|socks5|http [--proxy-auth ...] HOST 80``), byte for
+# byte; tests/interop/test_proxy_ncat.py checks them against ncat itself.
+NCAT_SOCKS4_IP = b"\x04\x01\x00P\x7f\x00\x00\x01\x00"  # 127.0.0.1 80
+NCAT_SOCKS4_USER = b"\x04\x01\x00P\x7f\x00\x00\x01alice\x00"
+NCAT_SOCKS4A = b"\x04\x01\x00P\x00\x00\x00\x01\x00example.com\x00"
+NCAT_SOCKS5_GREETING = b"\x05\x01\x00"
+NCAT_SOCKS5_GREETING_AUTH = b"\x05\x02\x00\x02"
+NCAT_CONNECT = b"CONNECT example.com:80 HTTP/1.0\r\n\r\n"
+NCAT_CONNECT_V6 = b"CONNECT [::1]:80 HTTP/1.0\r\n\r\n"
+# RFC 1928 requests and RFC 1929 credentials as ncat and our client send them.
+SOCKS5_CONNECT_NAME = b"\x05\x01\x00\x03\x0bexample.com\x00P"
+SOCKS5_CONNECT_V4 = b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00P"
+SOCKS5_CONNECT_V6 = b"\x05\x01\x00\x04" + bytes(15) + b"\x01\x00P"
+RFC1929_ALICE = b"\x01\x05alice\x06s3cret"
 
 #: The bound address the test server reports to SOCKS clients.
 BOUND = ("192.0.2.1", 1080)

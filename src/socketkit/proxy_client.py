@@ -74,30 +74,37 @@ def handshake(
         SocketTimeoutError: the handshake did not finish in time.
         BrokenError: the connection broke.
 
-    On an error the connection is left open: the caller closes it.
+    On an error ``conn`` is left to the caller to close (it is closed
+    already if ``reconnect`` was called); a connection that ``reconnect``
+    opened is closed here, since the caller never saw it.
     """
     deadline = Deadline(handshake_timeout)
     where = conn.peer
+    current, opened = conn, False
     try:
         while True:
             # Ask first, then send: answering the last reply queues more.
             event = client.next_event()
             data = client.data_to_send()
             if data:
-                conn.send_all(data, timeout=deadline.remaining())
+                current.send_all(data, timeout=deadline.remaining())
             if isinstance(event, TunnelOpen):
-                return conn, event
+                opened = True
+                return current, event
             if isinstance(event, Reconnect):
                 http = _reconnect_or_fail(client, reconnect is not None, where)
                 assert reconnect is not None
-                conn.close()
-                conn = reconnect()
+                current.close()
+                current = reconnect()
                 http.reconnected()
                 continue
             assert isinstance(event, NeedData)
-            client.receive_data(conn.receive_some(timeout=deadline.remaining()))
+            client.receive_data(current.receive_some(timeout=deadline.remaining()))
     except SocketTimeoutError as exc:
         raise timeout_error("proxy handshake", where, handshake_timeout) from exc
+    finally:
+        if not opened and current is not conn:
+            current.close()
 
 
 async def ahandshake(
@@ -110,23 +117,28 @@ async def ahandshake(
     """The asyncio twin of ``handshake`` (same arguments, results and errors)."""
     deadline = Deadline(handshake_timeout)
     where = conn.peer
+    current, opened = conn, False
     try:
         while True:
             # Ask first, then send: answering the last reply queues more.
             event = client.next_event()
             data = client.data_to_send()
             if data:
-                await conn.send_all(data, timeout=deadline.remaining())
+                await current.send_all(data, timeout=deadline.remaining())
             if isinstance(event, TunnelOpen):
-                return conn, event
+                opened = True
+                return current, event
             if isinstance(event, Reconnect):
                 http = _reconnect_or_fail(client, reconnect is not None, where)
                 assert reconnect is not None
-                await conn.aclose()
-                conn = await reconnect()
+                await current.aclose()
+                current = await reconnect()
                 http.reconnected()
                 continue
             assert isinstance(event, NeedData)
-            client.receive_data(await conn.receive_some(timeout=deadline.remaining()))
+            client.receive_data(await current.receive_some(timeout=deadline.remaining()))
     except SocketTimeoutError as exc:
         raise timeout_error("proxy handshake", where, handshake_timeout) from exc
+    finally:
+        if not opened and current is not conn:
+            await current.aclose()

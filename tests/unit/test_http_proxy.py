@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxyserver import NCAT_CONNECT, NCAT_CONNECT_V6
 from socketkit.errors import (
     AddressError,
     FramingError,
@@ -52,8 +53,6 @@ from socketkit.framing.tunnel import (
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
-NCAT_CONNECT = b"CONNECT example.com:80 HTTP/1.0\r\n\r\n"
-NCAT_CONNECT_V6 = b"CONNECT [::1]:80 HTTP/1.0\r\n\r\n"
 CURL_CONNECT = (
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n"
     b"User-Agent: curl/8.5.0\r\nProxy-Connection: Keep-Alive\r\n\r\n"

@@ -1,8 +1,8 @@
 """SOCKS4, SOCKS4a and SOCKS5 machines: exact bytes, splits, failures, fuzz.
 
-Vectors: the bytes ncat 7.93 sends (``ncat --proxy 127.0.0.1:PORT
---proxy-type socks4|socks5 ...``, recorded by tests/interop/test_proxy_ncat.py)
-and the layouts of RFC 1928 / RFC 1929. Opens no socket.
+Vectors: the bytes ncat 7.93 sends (tests/proxyserver.py, checked against
+ncat itself by tests/interop/test_proxy_ncat.py) and the layouts of RFC 1928
+and RFC 1929. Opens no socket.
 """
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxyserver import (
+    NCAT_SOCKS4_IP,
+    NCAT_SOCKS4_USER,
+    NCAT_SOCKS4A,
+    NCAT_SOCKS5_GREETING,
+    NCAT_SOCKS5_GREETING_AUTH,
+    RFC1929_ALICE,
+    SOCKS5_CONNECT_NAME,
+    SOCKS5_CONNECT_V4,
+    SOCKS5_CONNECT_V6,
+)
 from socketkit.errors import (
     FramingError,
     IncompleteReadError,
@@ -37,16 +48,6 @@ from socketkit.framing.tunnel import (
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
-# What ncat 7.93 sends, byte for byte.
-NCAT_SOCKS4_IP = b"\x04\x01\x00P\x7f\x00\x00\x01\x00"  # 127.0.0.1 80
-NCAT_SOCKS4_USER = b"\x04\x01\x00P\x7f\x00\x00\x01alice\x00"
-NCAT_SOCKS4A = b"\x04\x01\x00P\x00\x00\x00\x01\x00example.com\x00"
-NCAT_SOCKS5_GREETING = b"\x05\x01\x00"
-NCAT_SOCKS5_GREETING_AUTH = b"\x05\x02\x00\x02"
-SOCKS5_CONNECT_NAME = b"\x05\x01\x00\x03\x0bexample.com\x00P"
-SOCKS5_CONNECT_V4 = b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00P"
-SOCKS5_CONNECT_V6 = b"\x05\x01\x00\x04" + bytes(15) + b"\x01\x00P"
-RFC1929_ALICE = b"\x01\x05alice\x06s3cret"
 SOCKS5_OK = b"\x05\x00\x00\x01\x0a\x00\x00\x01\x10\x92"  # bound 10.0.0.1:4242
 
 
