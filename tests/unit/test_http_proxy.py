@@ -550,3 +550,47 @@ def test_client_arbitrary_replies_wait_open_or_proxy_error(
 def test_parse_challenges_never_crashes_otherwise(data: bytes) -> None:
     with contextlib.suppress(ValueError):
         parse_challenges([data])
+
+
+def test_server_rejects_non_ascii_targets() -> None:
+    server = HttpProxyServer()
+    server.receive_data(b"GET http://x/\xe9 HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(ProxyRequestError):  # h11's check, before ours
+        server.next_event()
+    assert server.data_to_send().startswith(b"HTTP/1.1 400 ")
+
+
+def _digest_407(stale: bool) -> bytes:
+    return (
+        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+        b'Proxy-Authenticate: Digest realm="r", nonce="n", qop="auth"'
+        + (b", stale=true" if stale else b"")
+        + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def test_client_retries_a_stale_digest_nonce_once() -> None:
+    client = HttpConnectClient("h", 1, username="u", password="p", preemptive_basic=False)
+    client.data_to_send()
+    for stale in (False, True):
+        client.receive_data(_digest_407(stale))
+        assert client.next_event() is NEED_DATA
+        assert b"Proxy-Authorization: Digest " in client.data_to_send()
+    client.receive_data(_digest_407(True))
+    with pytest.raises(ProxyAuthError, match="rejected our credentials"):
+        client.next_event()
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 4096])
+def test_unfinished_heads_are_bounded(chunk: int) -> None:
+    limit = 1024
+    server = HttpProxyServer(max_head_size=limit)
+    client = HttpConnectClient("h", 1, max_head_size=limit)
+    stream = b"GET http://x/ HTTP/1.1\r\nA: " + b"a" * (limit + chunk)
+    for machine, error in ((server, ProxyRequestError), (client, ProxyProtocolError)):
+        with pytest.raises(error):
+            for i in range(0, len(stream), chunk):
+                machine.receive_data(stream[i : i + chunk])
+                assert machine.next_event() is NEED_DATA
+                assert i < limit + chunk  # refused before holding much more than the limit
+    assert server.data_to_send().startswith(b"HTTP/1.1 431 ")

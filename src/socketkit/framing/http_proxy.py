@@ -514,10 +514,12 @@ class HttpConnectClient:
             ) from None
         username, password = self._credentials
         for scheme, params in challenges:
-            if scheme == "digest" and (
-                "digest" not in self._tried or params.get("stale", "").lower() == "true"
-            ):
-                self._tried.add("digest")
+            # Digest once, and once more if the proxy says our nonce was
+            # stale (RFC 7616 3.3): never a loop of retries.
+            stale = params.get("stale", "").lower() == "true"
+            attempt = "digest-stale" if stale and "digest" in self._tried else "digest"
+            if scheme == "digest" and attempt not in self._tried:
+                self._tried.add(attempt)
                 try:
                     text = digest_response(
                         params,
@@ -656,8 +658,8 @@ class HttpProxyServer:
         """The next thing the client said (see the class docstring).
 
         Raises:
-            ProxyRequestError: a malformed request; a 400 or 431 is queued.
-            IncompleteReadError: the client closed in the middle of a request.
+            ProxyRequestError: a malformed request, or the client closed in
+                the middle of one; a 400 or 431 is queued.
         """
         if self._state not in (_ServerState.REQUEST, _ServerState.BODY):
             raise ProxyRequestError(
@@ -817,8 +819,9 @@ class HttpProxyServer:
         return False, None
 
     def _on_request(self, request: h11.Request) -> TunnelRequest | ForwardRequest | Rejected:
+        # h11 let through only a token and visible ASCII (RFC 9112 section 3).
         method = request.method.decode("ascii")
-        target = request.target.decode("ascii", "replace")
+        target = request.target.decode("ascii")
         connect = method == "CONNECT"
         if connect:
             try:

@@ -308,10 +308,11 @@ class SocksClient:
         if self._state is _ClientState.OPEN:
             raise FramingError("the SOCKS tunnel is already open", remote=False)
         while True:
+            state = self._state
             event = self._step()
             if event is not None:
                 return event
-            if self._waiting:
+            if self._state is state:  # no progress: more bytes needed
                 if self._eof:
                     raise ProxyRefusedError(
                         f"{self.protocol} proxy closed the connection while we were "
@@ -320,12 +321,8 @@ class SocksClient:
                     )
                 return NEED_DATA
 
-    # One step of the handshake: an event, or None with ``_waiting`` saying
-    # whether more bytes are needed (False: the state advanced, step again).
-    _waiting: bool = False
-
     def _step(self) -> TunnelOpen | None:
-        self._waiting = False
+        """One step: the event, or None (the state advanced, or more bytes are needed)."""
         if self.version == 4:
             return self._step_socks4()
         if self._state is _ClientState.METHOD:
@@ -338,10 +335,7 @@ class SocksClient:
 
     def _need(self, n: int) -> bytes | None:
         data = self._buffer.peek(n)
-        if len(data) < n:
-            self._waiting = True
-            return None
-        return data
+        return data if len(data) == n else None
 
     def _not_socks(self, data: bytes) -> ProxyProtocolError:
         return ProxyProtocolError(
@@ -439,8 +433,7 @@ class SocksClient:
             raise ProxyProtocolError(
                 f"SOCKS5 proxy sent a malformed reply: {exc}", protocol="SOCKS5"
             ) from None
-        if length is None or self._need(3 + length) is None:
-            self._waiting = True
+        if length is None or len(self._buffer) < 3 + length:
             return None
         reply = self._buffer.extract(3 + length)
         if reply[2] != 0:
@@ -659,7 +652,9 @@ class SocksServer:
                 return None
             end = name_end
         request = self._buffer.extract(end + 1)
-        userid = request[8:user_end].decode("utf-8", "surrogateescape")
+        # Names are text for logs and checks; bytes that are not UTF-8 stay
+        # visible as escapes (and printable) instead of failing the request.
+        userid = request[8:user_end].decode("utf-8", "backslashreplace")
         if command != _CMD_CONNECT:
             words = "BIND" if command == 2 else f"command {command}"
             if command == 2:
@@ -722,8 +717,8 @@ class SocksServer:
         if len(self._buffer) < total:
             return None
         message = self._buffer.extract(total)
-        user = message[2 : 2 + user_length].decode("utf-8", "surrogateescape")
-        password = message[3 + user_length :].decode("utf-8", "surrogateescape")
+        user = message[2 : 2 + user_length].decode("utf-8", "backslashreplace")
+        password = message[3 + user_length :].decode("utf-8", "backslashreplace")
         assert self._authenticate is not None  # AUTH is entered only with one
         if not user or not self._authenticate(user, password):
             self._outgoing += bytes([_AUTH_VERSION, 1])
