@@ -209,8 +209,9 @@ def test_server_client_closes() -> None:
     server = HttpProxyServer()
     server.receive_data(b"CONNECT x:1 HTTP/1.1\r\n")
     server.receive_data(b"")
-    with pytest.raises(ProxyRequestError):
+    with pytest.raises(IncompleteReadError, match="in the middle of a request"):
         server.next_event()
+    assert server.data_to_send() == b""
 
 
 def test_end_to_end_headers() -> None:

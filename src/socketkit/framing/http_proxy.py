@@ -49,6 +49,7 @@ import h11
 
 from ..errors import (
     FramingError,
+    IncompleteReadError,
     ProxyAuthError,
     ProxyProtocolError,
     ProxyRefusedError,
@@ -640,6 +641,7 @@ class HttpProxyServer:
         self._max_body_size = max_body_size
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
         self._outgoing = bytearray()
+        self._eof = False
         self._state = _ServerState.REQUEST
         self._body_size = 0
         self._pending: TunnelRequest | None = None
@@ -652,14 +654,15 @@ class HttpProxyServer:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the client; ``b""`` is end of stream."""
+        self._eof = self._eof or not data
         self._conn.receive_data(data)
 
     def next_event(self) -> ServerEvent:
         """The next thing the client said (see the class docstring).
 
         Raises:
-            ProxyRequestError: a malformed request, or the client closed in
-                the middle of one; a 400 or 431 is queued.
+            ProxyRequestError: a malformed request; a 400 or 431 is queued.
+            IncompleteReadError: the client closed in the middle of a request.
         """
         if self._state not in (_ServerState.REQUEST, _ServerState.BODY):
             raise ProxyRequestError(
@@ -669,6 +672,14 @@ class HttpProxyServer:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if self._eof:
+                    # h11 calls a request cut short a protocol error; for the
+                    # log it is a client that left (nobody to answer).
+                    self._state = _ServerState.CLOSED
+                    raise IncompleteReadError(
+                        "HTTP proxy client closed the connection in the middle of a request",
+                        partial=b"",
+                    ) from None
                 self._error_response(exc.error_status_hint, str(exc))
                 raise ProxyRequestError(f"bad HTTP proxy request: {exc}") from None
             if event is h11.NEED_DATA or event is h11.PAUSED:

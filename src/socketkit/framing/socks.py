@@ -24,9 +24,10 @@ Only CONNECT is served; BIND and UDP ASSOCIATE are answered "command not
 supported". Every field is checked: versions, reserved bytes, method lists,
 lengths (a domain or credential is at most 255 bytes by construction, a
 SOCKS4 user id or host name is cut off at 255), ports (0 is no target) and
-host names (``tunnel.validate_hostname``). So a handshake never buffers more
-than 262 bytes (a SOCKS5 request with the longest domain) before the
-machine either answers or raises.
+host names (``tunnel.validate_hostname``). So the machine never waits for
+more than 520 bytes of one message (a SOCKS4a request with the longest user
+id and name; an RFC 1929 message is at most 513, a SOCKS5 request 262)
+before it answers or raises.
 
 Failures a client meets become ``ProxyError`` subclasses whose message names
 the reply code in words; see ``tunnel`` for the events and the calling

@@ -18,16 +18,17 @@ the caller answers with ``accept`` or ``refuse(failure)``; a client the
 server turns away for policy or an unsupported request is a ``Rejected``
 event, and bytes that break the protocol raise ``ProxyRequestError`` (a
 ``FramingError``). In both cases the reply is already queued in
-``data_to_send()``: send it, then close.
+``data_to_send()``: send it, then close. A client that closes in the middle
+of its handshake raises ``IncompleteReadError`` (nobody is left to answer).
 
 ``TunnelFailure`` names why a server could not open a tunnel, once for every
 protocol; each machine maps it to its own reply code (RFC 1928 section 6,
 the SOCKS4 spec's 91, RFC 9110 status codes).
 
 Invariant shared by every machine: bytes buffered while the handshake is
-incomplete are bounded by the protocol's longest message (a SOCKS5 request
-is at most 262 bytes; an HTTP head is capped by ``max_head_size``), so a
-peer that never finishes cannot make a machine grow without bound.
+incomplete are bounded by the protocol's longest message (520 bytes for
+SOCKS; an HTTP head is capped by ``max_head_size``), so a peer that never
+finishes cannot make a machine grow without bound.
 """
 
 from __future__ import annotations
