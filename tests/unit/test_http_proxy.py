@@ -442,6 +442,9 @@ def test_client_end_of_stream_and_usage_errors() -> None:
     for host, port in (("bad host", 80), ("example.com", 0), ("[1.2.3.4]", 80)):
         with pytest.raises(UsageError):
             HttpConnectClient(host, port)
+    for username, password in (("a:b", "p"), ("a", "p\r\nX-Injected: 1"), ("a\x00", "p")):
+        with pytest.raises(UsageError):
+            HttpConnectClient("example.com", 80, username=username, password=password)
 
 
 # -- shared: detection, DNS plan, errno ----------------------------------------

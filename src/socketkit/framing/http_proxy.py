@@ -116,7 +116,8 @@ _HOP_BY_HOP: Final = frozenset(
 def end_to_end_headers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
     """``headers`` without hop-by-hop fields (RFC 9110 section 7.6.1).
 
-    Names are lower-case (h11 hands them out so); the order is kept.
+    Names are compared without regard to case; the pairs keep their order
+    and spelling.
     """
     pairs = list(headers)
     named = {
@@ -356,7 +357,8 @@ class HttpConnectClient:
         max_head_size: the longest response head accepted, in bytes.
 
     Raises:
-        UsageError: a target that cannot be written in a request line.
+        UsageError: a target that cannot be written in a request line, or
+            credentials that cannot be sent.
     """
 
     def __init__(
@@ -377,6 +379,15 @@ class HttpConnectClient:
         except ValueError as exc:
             raise UsageError(f"cannot send target {host[:60]!r} to an HTTP proxy: {exc}") from None
         self.authority = format_authority(host, port)
+        # RFC 7617 section 2: no colon in a user-id; no control characters in
+        # either, since Digest sends them inside a quoted string.
+        if username is not None and (
+            ":" in username or not (username + (password or "")).isprintable()
+        ):
+            raise UsageError(
+                "an HTTP proxy user name must not contain ':' and credentials "
+                "must not contain control characters"
+            )
         self._credentials = None if username is None else (username, password or "")
         self._cnonce = cnonce or secrets.token_hex(16)
         self._max_head_size = max_head_size
