@@ -598,3 +598,40 @@ def test_unfinished_heads_are_bounded(chunk: int) -> None:
                 assert machine.next_event() is NEED_DATA
                 assert i < limit + chunk  # refused before holding much more than the limit
     assert server.data_to_send().startswith(b"HTTP/1.1 431 ")
+
+
+@PROPERTY
+@given(
+    host=st.one_of(
+        st.ip_addresses().map(str),
+        st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]{1,10}){0,3}", fullmatch=True),
+    ),
+    port=st.integers(1, 65535),
+    auth=st.booleans(),
+    cuts=st.lists(st.integers(0, 200), max_size=10),
+    tail=st.binary(max_size=20),
+)
+def test_client_and_server_agree_over_any_split(
+    host: str, port: int, auth: bool, cuts: list[int], tail: bytes
+) -> None:
+    kwargs = {"username": "alice", "password": "s3cret"} if auth else {}
+    client = HttpConnectClient(host, port, **kwargs)  # type: ignore[arg-type]
+    server = HttpProxyServer(authenticate=_check if auth else None)
+    server.receive_data(client.data_to_send())
+    request = server.next_event()
+    assert request == TunnelRequest(ProxyKind.HTTP, host, port, "alice" if auth else None)
+    server.accept()
+    stream = server.data_to_send() + tail
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    event: object = NEED_DATA
+    after = b""
+    for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+        if b == a:
+            continue
+        if event is NEED_DATA:
+            client.receive_data(stream[a:b])
+            event = client.next_event()
+        else:
+            after += stream[a:b]
+    assert isinstance(event, TunnelOpen)
+    assert event.trailing_data + after == tail

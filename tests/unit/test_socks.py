@@ -493,3 +493,33 @@ def test_client_arbitrary_replies_wait_open_or_proxy_error(
 def test_server_reports_non_utf8_names_as_escapes() -> None:
     event, _ = drive_server(b"\x04\x01\x00P\x7f\x00\x00\x01a\xff\x00")
     assert isinstance(event, TunnelRequest) and event.username == "a\\xff"
+
+
+@PROPERTY
+@given(
+    version=st.sampled_from([4, 5]),
+    auth=st.booleans(),
+    cuts=st.lists(st.integers(0, 100), max_size=10),
+    tail=st.binary(max_size=20),
+)
+def test_client_any_split_of_the_replies_opens_the_same_tunnel(
+    version: Literal[4, 5], auth: bool, cuts: list[int], tail: bytes
+) -> None:
+    if version == 4:
+        kwargs: dict[str, str] = {}
+        replies = b"\x00\x5a\x10\x92\x0a\x00\x00\x01"
+    else:
+        kwargs = {"username": "alice", "password": "s3cret"} if auth else {}
+        replies = (b"\x05\x02\x01\x00" if auth else b"\x05\x00") + SOCKS5_OK
+    client = SocksClient(version, "example.com", 80, **kwargs)
+    event: object = NEED_DATA
+    after = b""
+    for chunk in _split(replies + tail, cuts):
+        if event is NEED_DATA:
+            client.receive_data(chunk)
+            event = client.next_event()
+        else:
+            after += chunk  # the tunnel's, read from the connection by then
+    assert isinstance(event, TunnelOpen)
+    assert event.bound == ("10.0.0.1", 4242)
+    assert event.trailing_data + after == tail
