@@ -1,4 +1,9 @@
-"""Run a proxy client handshake over an open connection, blocking or asyncio.
+"""Connect through a SOCKS or HTTP proxy, blocking or asyncio.
+
+``connect_via_proxy`` (and its twin ``aconnect_via_proxy``) does all of it:
+decide where the target's name is resolved (``tunnel.plan_target``), open
+the connection to the proxy, and run the handshake; ``handshake`` and
+``ahandshake`` run only the handshake, over a connection the caller opened.
 
 The handshakes themselves are sans-I/O machines (``socketkit.framing.socks``
 and ``socketkit.framing.http_proxy``); this module is the fill loop that
@@ -18,16 +23,37 @@ proxy that stalls is reported as ``proxy handshake to HOST:PORT timed out``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from . import aio, sync
-from ._timeouts import Deadline
-from .errors import ProxyAuthError, SocketTimeoutError, timeout_error
+from ._timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline
+from .address import Endpoint, InetEndpoint, resolve
+from .errors import HostNotFoundError, ProxyAuthError, SocketTimeoutError, timeout_error
 from .framing.http_proxy import HttpConnectClient
-from .framing.tunnel import NeedData, Reconnect, TunnelClient, TunnelOpen
+from .framing.socks import SocksClient
+from .framing.tunnel import (
+    DnsPolicy,
+    NeedData,
+    ProxyKind,
+    Reconnect,
+    TunnelClient,
+    TunnelOpen,
+    plan_target,
+)
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ahandshake", "handshake"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "aconnect_via_proxy",
+    "ahandshake",
+    "connect_via_proxy",
+    "handshake",
+    "resolve_target",
+    "tunnel_client",
+]
 
 #: 30 s for a whole proxy handshake: a SOCKS5 exchange with authentication is
 #: three round trips, and the proxy's own connect to the target (often up to
@@ -142,3 +168,129 @@ async def ahandshake(
     finally:
         if not opened and current is not conn:
             await current.aclose()
+
+
+def tunnel_client(
+    kind: ProxyKind,
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> SocksClient | HttpConnectClient:
+    """A fresh client machine for a proxy of ``kind`` (SOCKS4 sends 4a for a name).
+
+    Raises:
+        UsageError: a target or credentials this protocol cannot carry.
+    """
+    if kind is ProxyKind.HTTP:
+        return HttpConnectClient(host, port, username=username, password=password)
+    return SocksClient(
+        4 if kind is ProxyKind.SOCKS4 else 5, host, port, username=username, password=password
+    )
+
+
+def resolve_target(kind: ProxyKind, host: str, port: int, dns: DnsPolicy) -> str:
+    """The host to send to the proxy: ``host``, or its address when ``dns`` says so.
+
+    Blocking (getaddrinfo). SOCKS4 takes an IPv4 address only, so it
+    resolves to one.
+
+    Raises:
+        HostNotFoundError: local resolution failed and ``dns`` has no fallback.
+        AddressError: ``dns`` is ``none`` and ``host`` is a name.
+    """
+    plan = plan_target(host, dns)
+    if not plan.resolve_locally:
+        return host
+    family = socket.AF_INET if kind is ProxyKind.SOCKS4 else socket.AF_UNSPEC
+    try:
+        return resolve(InetEndpoint(host, port), family=family)[0].sockaddr[0]
+    except HostNotFoundError:
+        if plan.send_name_if_unresolved:
+            return host
+        raise
+
+
+def connect_via_proxy(
+    proxy: Endpoint | str,
+    kind: ProxyKind,
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    dns: DnsPolicy = "remote",
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float | None = DEFAULT_IO_TIMEOUT,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[sync.Connection, TunnelOpen]:
+    """Open a connection to ``host:port`` through the proxy at ``proxy``.
+
+    Args:
+        proxy: the proxy's endpoint (``host:port``, ``[v6]:port``, ``unix:/p``).
+        kind: its protocol.
+        host, port: the target.
+        username, password: credentials for the proxy (SOCKS4: a user id only).
+        dns: where the target's name is resolved (``tunnel.DnsPolicy``); the
+            default lets the proxy resolve it, so names the client cannot
+            resolve (and its DNS traffic) stay on the proxy's side.
+        connect_timeout: seconds to connect to the proxy.
+        timeout: the default timeout of each later call on the connection.
+        handshake_timeout: seconds for the whole handshake.
+
+    Returns:
+        The tunnel, a connection to close, and the ``TunnelOpen`` event,
+        whose ``trailing_data`` are the target's first bytes.
+
+    Raises:
+        ProxyError: the proxy refused, wants other credentials, could not
+            reach the target, or speaks another protocol.
+        ConnectError, SocketTimeoutError, AddressError: as ``sync.connect``,
+            for the proxy; HostNotFoundError also for a target resolved here.
+    """
+    client = tunnel_client(
+        kind, resolve_target(kind, host, port, dns), port, username=username, password=password
+    )
+
+    def reconnect() -> sync.Connection:
+        return sync.connect(proxy, connect_timeout=connect_timeout, timeout=timeout)
+
+    conn = reconnect()
+    try:
+        return handshake(conn, client, reconnect=reconnect, handshake_timeout=handshake_timeout)
+    except BaseException:
+        conn.close()
+        raise
+
+
+async def aconnect_via_proxy(
+    proxy: Endpoint | str,
+    kind: ProxyKind,
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    dns: DnsPolicy = "remote",
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float | None = DEFAULT_IO_TIMEOUT,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> tuple[aio.Connection, TunnelOpen]:
+    """The asyncio twin of ``connect_via_proxy`` (resolution runs in a thread)."""
+    target = await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(resolve_target, kind, host, port, dns)
+    )
+    client = tunnel_client(kind, target, port, username=username, password=password)
+
+    async def reconnect() -> aio.Connection:
+        return await aio.connect(proxy, connect_timeout=connect_timeout, timeout=timeout)
+
+    conn = await reconnect()
+    try:
+        return await ahandshake(
+            conn, client, reconnect=reconnect, handshake_timeout=handshake_timeout
+        )
+    except BaseException:
+        await conn.aclose()
+        raise

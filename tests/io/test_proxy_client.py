@@ -1,4 +1,4 @@
-"""Proxy client handshakes over real loopback connections, blocking and asyncio.
+"""Proxy client handshakes and connect_via_proxy over loopback, blocking and asyncio.
 
 The proxy is tests/proxyserver.py: our server machines in a thread, echoing
 the tunnel instead of connecting to the target.
@@ -13,11 +13,24 @@ import pytest
 
 from proxyserver import BOUND, proxy_server
 from socketkit import aio, sync
-from socketkit.errors import ProxyAuthError, ProxyTargetError, SocketTimeoutError
+from socketkit.errors import (
+    AddressError,
+    HostNotFoundError,
+    ProxyAuthError,
+    ProxyRefusedError,
+    ProxyTargetError,
+    SocketTimeoutError,
+)
 from socketkit.framing.http_proxy import HttpConnectClient
 from socketkit.framing.socks import SocksClient
-from socketkit.framing.tunnel import ProxyKind, TunnelClient, TunnelFailure, TunnelRequest
-from socketkit.proxy_client import ahandshake, handshake
+from socketkit.framing.tunnel import (
+    DnsPolicy,
+    ProxyKind,
+    TunnelClient,
+    TunnelFailure,
+    TunnelRequest,
+)
+from socketkit.proxy_client import aconnect_via_proxy, ahandshake, connect_via_proxy, handshake
 
 from helpers import LOOPBACK_TIMEOUT
 
@@ -170,3 +183,60 @@ def test_aio_reconnect_and_timeout() -> None:
         pytest.raises(SocketTimeoutError, match=TIMED_OUT),
     ):
         asyncio.run(stall(port))
+
+
+@pytest.mark.parametrize(
+    ("kind", "host", "dns", "sent"),
+    [
+        (ProxyKind.SOCKS4, "localhost", "local", "127.0.0.1"),
+        (ProxyKind.SOCKS4, "localhost", "remote", "localhost"),
+        (ProxyKind.SOCKS5, "localhost", "both", "127.0.0.1"),
+        (ProxyKind.SOCKS5, "no-such-host.invalid", "both", "no-such-host.invalid"),
+        (ProxyKind.HTTP, "192.0.2.9", "none", "192.0.2.9"),
+    ],
+)
+def test_connect_via_proxy_resolves_per_policy(
+    kind: ProxyKind, host: str, dns: DnsPolicy, sent: str
+) -> None:
+    with proxy_server() as (port, log):
+        tunnel, opened = connect_via_proxy(
+            f"127.0.0.1:{port}", kind, host, 7, dns=dns, timeout=LOOPBACK_TIMEOUT
+        )
+        with tunnel:
+            tunnel.send_all(MESSAGE)
+            assert opened.trailing_data + tunnel.receive_exactly(len(MESSAGE)) == MESSAGE
+    assert [(r.kind, r.host, r.port) for r in log.requests] == [(kind, sent, 7)]
+
+
+def test_connect_via_proxy_failures_close_the_connection() -> None:
+    with pytest.raises(AddressError, match="without DNS"):
+        connect_via_proxy("127.0.0.1:9", ProxyKind.SOCKS5, "example.com", 80, dns="none")
+    with pytest.raises(HostNotFoundError):
+        connect_via_proxy("127.0.0.1:9", ProxyKind.SOCKS5, "no-such-host.invalid", 80, dns="local")
+    with (
+        proxy_server(failure=TunnelFailure.NOT_ALLOWED) as (port, _log),
+        pytest.raises(ProxyRefusedError, match=r"^HTTP proxy refused CONNECT example\.com:80: 403"),
+    ):
+        connect_via_proxy(f"127.0.0.1:{port}", ProxyKind.HTTP, "example.com", 80)
+    # The descriptor fixture checks that the refused connection was closed.
+
+
+def test_aconnect_via_proxy_with_digest_reconnect() -> None:
+    async def main(port: int) -> bytes:
+        tunnel, _ = await aconnect_via_proxy(
+            f"127.0.0.1:{port}",
+            ProxyKind.HTTP,
+            "localhost",
+            80,
+            username="alice",
+            password="s3cret",
+            dns="local",
+        )
+        async with tunnel:
+            await tunnel.send_all(MESSAGE)
+            return await tunnel.receive_exactly(len(MESSAGE))
+
+    # Basic up front: one connection suffices.
+    with proxy_server(authenticate=_check) as (port, log):
+        assert asyncio.run(main(port)) == MESSAGE
+    assert log.requests == [TunnelRequest(ProxyKind.HTTP, "127.0.0.1", 80, "alice")]
