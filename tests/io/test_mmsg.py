@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import select
 import socket
 import tempfile
@@ -22,8 +23,9 @@ from socketkit.server import ServerLog
 from socketkit.server._engine import DatagramEngine
 from socketkit.server._log import Stats
 from socketkit.server._services import Service
+from socketkit.sync import open_datagram_client
 
-from helpers import LOOPBACK_TIMEOUT
+from helpers import LOOPBACK_TIMEOUT, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -213,3 +215,15 @@ def test_engine_stops_after_max_datagrams(batched: bool) -> None:
         assert not thread.is_alive()
         assert [client.recv(10) for _ in range(2)] == [b"a", b"b"]
         assert done[0].datagrams_in == 2
+
+
+def test_traced_udp_server_shows_each_recvfrom_and_sendto() -> None:
+    # Batches bypass the socket object; under --trace the engine keeps the
+    # one-call path, so every datagram has its recvfrom and sendto lines.
+    with start_server("udp-server", "--trace", "--once", "--host", "127.0.0.1", "-p", "0") as srv:
+        port = srv.port()
+        with open_datagram_client(f"127.0.0.1:{port}", timeout=LOOPBACK_TIMEOUT) as udp:
+            assert udp.request(b"ping", timeout=LOOPBACK_TIMEOUT) == b"Message received"
+        assert srv.wait() == 0
+        assert re.search(r"recvfrom\(.*\) = 4", srv.err + srv.out)
+        assert re.search(r"sendto\(.*\) = 16", srv.err + srv.out)

@@ -378,9 +378,13 @@ class DatagramEngine:
             and not self._show
             and max_datagrams is None
         )
+        # Batches bypass the socket object, so a traced socket (``--trace``)
+        # keeps the one-call path whose every call it reports.
         self._batch = (
             DatagramBatch(BATCH_SLOTS, max_datagram_size + 1)
-            if DatagramBatch.available() and sock.family in _BATCH_FAMILIES
+            if DatagramBatch.available()
+            and type(sock) is socket.socket
+            and sock.family in _BATCH_FAMILIES
             else None
         )
 
