@@ -26,11 +26,11 @@ import socket
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .address import (
     Endpoint,
     InetEndpoint,
-    ResolvedAddress,
     UnixEndpoint,
     format_sockaddr,
     require_unix_sockets,
@@ -46,8 +46,13 @@ from .errors import (
 )
 
 __all__ = [
+    "MAX_UDP_PAYLOAD",
+    "ConnectAttempt",
+    "attempt_connected",
+    "attempt_socket",
     "bind_socket",
     "bound_port",
+    "connect_attempts",
     "connect_failure",
     "connect_socket",
     "listen_backlog",
@@ -58,6 +63,9 @@ __all__ = [
 ]
 
 _WINDOWS = sys.platform == "win32"
+
+#: The largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header).
+MAX_UDP_PAYLOAD = 65507
 
 SocketFactory = Callable[[int, int, int], socket.socket]
 #: Makes every socket of the library (``socketkit.trace`` swaps in a traced one).
@@ -173,7 +181,7 @@ def _bind_addresses(
                 (socket.AF_INET, ("0.0.0.0", port), False),
             ]
         return [(socket.AF_INET, ("0.0.0.0", port), False)]
-    found: list[ResolvedAddress] = resolve(endpoint, family=family, type=type, passive=True)
+    found = resolve(endpoint, family=family, type=type, passive=True)
     return [(r.family, r.sockaddr, False) for r in found]
 
 
@@ -252,6 +260,67 @@ def _bind_error(exc: OSError, where: str) -> SocketkitError:
     return translate_os_error(exc, phase="bind", where=where)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectAttempt:
+    """One address to try when connecting an endpoint."""
+
+    family: int
+    type: int
+    proto: int
+    sockaddr: str | tuple[str, int] | tuple[str, int, int, int]
+    #: The address, formatted, when it came from resolving the endpoint.
+    address: str | None
+
+
+def connect_attempts(
+    endpoint: Endpoint, *, type: int = socket.SOCK_STREAM, family: int = socket.AF_UNSPEC
+) -> list[ConnectAttempt]:
+    """The addresses to try, in order, to connect ``endpoint`` (resolving is blocking).
+
+    Raises:
+        ConnectError: no host given.
+        AddressError: the host does not resolve.
+        UnsupportedError: Unix sockets (or Unix datagram clients) missing here.
+    """
+    if isinstance(endpoint, UnixEndpoint):
+        require_unix_sockets()
+        if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
+            raise UnsupportedError("Unix datagram clients need Linux's autobind here")
+        return [ConnectAttempt(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
+    if endpoint.host is None:
+        raise ConnectError("cannot connect: no host given")
+    found = resolve(endpoint, family=family, type=type)
+    return [ConnectAttempt(a.family, a.type, a.proto, a.sockaddr, str(a)) for a in found]
+
+
+def attempt_socket(attempt: ConnectAttempt, endpoint: Endpoint) -> socket.socket:
+    """socket(2) for one attempt, ready to connect; out of descriptors is our error too.
+
+    Raises:
+        SocketkitError: socket(2) (or a Unix datagram client's autobind)
+            failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
+    """
+    try:
+        sock = _new_socket(attempt.family, attempt.type, attempt.proto)
+    except OSError as exc:
+        raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
+    if attempt.family == getattr(socket, "AF_UNIX", None) and attempt.type == socket.SOCK_DGRAM:
+        try:
+            sock.bind("")  # Linux autobind: an abstract address the server can answer
+        except OSError as exc:
+            sock.close()
+            raise connect_failure(exc, endpoint, None, None) from exc
+    return sock
+
+
+def attempt_connected(attempt: ConnectAttempt, sock: socket.socket) -> socket.socket:
+    """Options set once an attempt has connected; returns ``sock``."""
+    if attempt.type == socket.SOCK_STREAM and attempt.family in (socket.AF_INET, socket.AF_INET6):
+        # Small request/response exchanges should not wait for Nagle.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def connect_socket(
     endpoint: Endpoint,
     *,
@@ -262,66 +331,31 @@ def connect_socket(
     """Create a socket connected to ``endpoint``, trying each resolved address.
 
     For SOCK_DGRAM, "connected" fixes the peer address so ``send``/``recv``
-    work and ICMP errors (port unreachable) are reported.
+    work and ICMP errors (port unreachable) are reported. ``socketkit.aio``
+    makes the same attempts without blocking.
 
     Raises:
         ConnectError: refused or unreachable at every address.
         SocketTimeoutError: no answer within ``timeout`` seconds.
         AddressError: the host does not resolve.
     """
-    if isinstance(endpoint, UnixEndpoint):
-        require_unix_sockets()
-        sock = _client_socket(socket.AF_UNIX, type, 0, str(endpoint))
-        try:
-            if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
-                raise UnsupportedError("Unix datagram clients need Linux's autobind here")
-            if type == socket.SOCK_DGRAM:
-                sock.bind("")  # Linux autobind: an abstract address the server can answer
-            sock.settimeout(timeout)
-            sock.connect(endpoint.sockaddr)
-            sock.settimeout(None)
-        except OSError as exc:
-            sock.close()
-            raise connect_failure(exc, endpoint, None, timeout) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    if endpoint.host is None:
-        raise ConnectError("cannot connect: no host given")
     last: SocketkitError | None = None
-    for addr in resolve(endpoint, family=family, type=type):
-        sock = _client_socket(addr.family, addr.type, addr.proto, str(endpoint))
+    for attempt in connect_attempts(endpoint, type=type, family=family):
+        sock = attempt_socket(attempt, endpoint)
         try:
             sock.settimeout(timeout)
-            sock.connect(addr.sockaddr)
+            sock.connect(attempt.sockaddr)
             sock.settimeout(None)
         except OSError as exc:
             sock.close()
-            last = connect_failure(exc, endpoint, str(addr), timeout)
+            last = connect_failure(exc, endpoint, attempt.address, timeout)
             continue
         except BaseException:
             sock.close()
             raise
-        if addr.type == socket.SOCK_STREAM and addr.family in (socket.AF_INET, socket.AF_INET6):
-            # Small request/response exchanges should not wait for Nagle.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
+        return attempt_connected(attempt, sock)
     assert last is not None
     raise last
-
-
-def _client_socket(family: int, type: int, proto: int, where: str) -> socket.socket:
-    """socket(2) for a connection to ``where``; out of descriptors is our error too.
-
-    Raises:
-        SocketkitError: socket(2) failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
-    """
-    try:
-        return _new_socket(family, type, proto)
-    except OSError as exc:
-        raise translate_os_error(exc, phase="connect", where=where) from exc
 
 
 def connect_failure(

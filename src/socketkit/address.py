@@ -36,6 +36,7 @@ __all__ = [
     "InetEndpoint",
     "ResolvedAddress",
     "UnixEndpoint",
+    "as_endpoint",
     "family_from_flags",
     "format_sockaddr",
     "has_unix_sockets",
@@ -215,6 +216,22 @@ def parse_endpoint(
         # would format as "*:PORT" and so read back as a different endpoint.
         return InetEndpoint(None, default_port)
     return InetEndpoint(_check_host(text, original), default_port)
+
+
+def as_endpoint(endpoint: Endpoint | str | int, *, default_host: str | None) -> Endpoint:
+    """What a library call was given as its endpoint, as an ``Endpoint``.
+
+    An endpoint is taken as it is, text is parsed (``parse_endpoint``), and a
+    bare port number is that port on ``default_host`` (None: every interface).
+
+    Raises:
+        AddressError: malformed text or bad port.
+    """
+    if isinstance(endpoint, int):
+        return InetEndpoint(default_host, parse_port(endpoint))
+    if isinstance(endpoint, str):
+        return parse_endpoint(endpoint, default_host=default_host)
+    return endpoint
 
 
 def family_from_flags(ipv4: bool = False, ipv6: bool = False) -> int:
