@@ -235,9 +235,13 @@ def as_endpoint(endpoint: Endpoint | str | int, *, default_host: str | None) -> 
 
 
 def family_from_flags(ipv4: bool = False, ipv6: bool = False) -> int:
-    """Map the ``-4``/``-6`` command-line flags to an address family."""
+    """The address family for "IPv4 only" / "IPv6 only" (AF_UNSPEC for neither).
+
+    Raises:
+        AddressError: both were asked for.
+    """
     if ipv4 and ipv6:
-        raise AddressError("choose at most one of -4 and -6")
+        raise AddressError("IPv4 only and IPv6 only exclude each other: choose at most one")
     if ipv4:
         return socket.AF_INET
     if ipv6:

@@ -17,15 +17,12 @@ with a line that says what failed and where, e.g.
 ``TLS: certificate verify failed for localhost:4433: hostname mismatch
 (use --insecure to skip verification)``.
 
-For other commands (tcp-server, tcp-client): ``add_tls_arguments(parser,
-role)`` adds the options, ``context_from_args(args, role)`` builds the
-context (None without ``--tls``), ``server_hostname_from_args(args, host)``
-gives the name for SNI and the hostname check.
+The command-line options that fill ``TLSSettings`` live in
+``socketkit.cli._tls``: nothing here knows argparse.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import socket
@@ -41,19 +38,19 @@ from .errors import TLSError, UsageError
 __all__ = [
     "MemoryTLS",
     "TLSSettings",
-    "add_tls_arguments",
     "client_context",
-    "context_from_args",
     "handshake",
     "handshake_memory",
     "self_signed_pem",
     "server_context",
-    "server_hostname_from_args",
-    "settings_from_args",
     "translate_ssl_error",
 ]
 
 Role = Literal["client", "server"]
+
+_MOVED_TO_CLI = frozenset(
+    {"add_tls_arguments", "context_from_args", "server_hostname_from_args", "settings_from_args"}
+)
 
 #: Seconds a TLS handshake may take before the connection is given up.
 HANDSHAKE_TIMEOUT = 10.0
@@ -369,98 +366,17 @@ def handshake_memory(
     return MemoryTLS(sock, obj, incoming, outgoing)
 
 
-# ---------------------------------------------------------------- command line
+def __getattr__(name: str) -> object:
+    """The command-line helpers that lived here, from ``socketkit.cli._tls``, with a warning."""
+    if name in _MOVED_TO_CLI:
+        import warnings
 
+        from .cli import _tls
 
-def add_tls_arguments(parser: argparse.ArgumentParser, role: Role | Literal["both"]) -> None:
-    """Add --tls and its options to a command's parser (ncat's --ssl names too)."""
-    group = parser.add_argument_group("TLS")
-    group.add_argument("--tls", "--ssl", action="store_true", help="speak TLS on the connection")
-    group.add_argument(
-        "--cert",
-        "--ssl-cert",
-        metavar="FILE",
-        help="certificate (PEM) to present; a server needs one (or --self-signed)",
-    )
-    group.add_argument(
-        "--key", "--ssl-key", metavar="FILE", help="private key (PEM), if not in --cert"
-    )
-    group.add_argument(
-        "--ca-file",
-        "--ssl-trustfile",
-        metavar="FILE",
-        help="CA certificates to trust (client: instead of the system's; "
-        "server: require client certificates signed by them)",
-    )
-    group.add_argument(
-        "--alpn",
-        "--ssl-alpn",
-        metavar="P1,P2",
-        help="ALPN protocols to offer or accept, comma-separated (e.g. h2,http/1.1)",
-    )
-    if role in ("client", "both"):
-        group.add_argument(
-            "--insecure",
-            action="store_true",
-            dest="insecure",
-            help="client: do not verify the server's certificate or name (says so on stderr)",
+        warnings.warn(
+            f"socketkit.tls.{name} moved to socketkit.cli._tls (command-line code)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        group.add_argument(
-            "--sni",
-            "--ssl-servername",
-            metavar="NAME",
-            help="client: server name to send (SNI) and to check (default: the host)",
-        )
-    if role in ("server", "both"):
-        group.add_argument(
-            "--self-signed",
-            action="store_true",
-            help="server: generate a throw-away self-signed certificate",
-        )
-
-
-def settings_from_args(args: argparse.Namespace) -> TLSSettings:
-    """The TLS settings the options of ``add_tls_arguments`` describe."""
-    alpn = tuple(p.strip() for p in (args.alpn or "").split(",") if p.strip())
-    return TLSSettings(
-        certfile=args.cert,
-        keyfile=args.key,
-        cafile=args.ca_file,
-        verify=not getattr(args, "insecure", False),
-        server_name=getattr(args, "sni", None),
-        alpn=alpn,
-        self_signed=getattr(args, "self_signed", False),
-    )
-
-
-def context_from_args(args: argparse.Namespace, role: Role) -> ssl.SSLContext | None:
-    """The SSL context for ``role``, or None when ``--tls`` was not given.
-
-    Raises:
-        UsageError: TLS options without ``--tls``, or unusable files.
-    """
-    if not args.tls:
-        extra = [
-            flag
-            for flag, value in (
-                ("--cert", args.cert),
-                ("--key", args.key),
-                ("--ca-file", args.ca_file),
-                ("--alpn", args.alpn),
-                ("--insecure", getattr(args, "insecure", False)),
-                ("--sni", getattr(args, "sni", None)),
-                ("--self-signed", getattr(args, "self_signed", False)),
-            )
-            if value
-        ]
-        if extra:
-            raise UsageError(f"{extra[0]} needs --tls")
-        return None
-    settings = settings_from_args(args)
-    return client_context(settings) if role == "client" else server_context(settings)
-
-
-def server_hostname_from_args(args: argparse.Namespace, host: str) -> str:
-    """The name a client sends as SNI and checks the certificate against."""
-    sni: str | None = getattr(args, "sni", None)
-    return sni or host
+        return getattr(_tls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
