@@ -25,7 +25,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .address import (
@@ -48,11 +48,9 @@ from .errors import (
 __all__ = [
     "MAX_UDP_PAYLOAD",
     "ConnectAttempt",
-    "attempt_connected",
-    "attempt_socket",
+    "Connecting",
     "bind_socket",
     "bound_port",
-    "connect_attempts",
     "connect_failure",
     "connect_socket",
     "listen_backlog",
@@ -272,53 +270,97 @@ class ConnectAttempt:
     address: str | None
 
 
-def connect_attempts(
-    endpoint: Endpoint, *, type: int = socket.SOCK_STREAM, family: int = socket.AF_UNSPEC
-) -> list[ConnectAttempt]:
-    """The addresses to try, in order, to connect ``endpoint`` (resolving is blocking).
+class Connecting:
+    """Connecting one endpoint: the addresses to try, a socket each, the last failure.
 
-    Raises:
-        ConnectError: no host given.
-        AddressError: the host does not resolve.
-        UnsupportedError: Unix sockets (or Unix datagram clients) missing here.
+    Both layers drive it the same way and differ only in the connect call
+    (blocking with a timeout here, ``loop.sock_connect`` in ``socketkit.aio``)::
+
+        connecting = Connecting(endpoint, timeout=...)
+        for attempt in connecting.attempts():
+            with connecting.trying(attempt) as sock:
+                sock.connect(attempt.sockaddr)
+                return connecting.connected(attempt, sock)
+        raise connecting.failure()
     """
-    if isinstance(endpoint, UnixEndpoint):
-        require_unix_sockets()
-        if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
-            raise UnsupportedError("Unix datagram clients need Linux's autobind here")
-        return [ConnectAttempt(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
-    if endpoint.host is None:
-        raise ConnectError("cannot connect: no host given")
-    found = resolve(endpoint, family=family, type=type)
-    return [ConnectAttempt(a.family, a.type, a.proto, a.sockaddr, str(a)) for a in found]
 
+    __slots__ = ("_endpoint", "_family", "_last", "_timeout", "_type")
 
-def attempt_socket(attempt: ConnectAttempt, endpoint: Endpoint) -> socket.socket:
-    """socket(2) for one attempt, ready to connect; out of descriptors is our error too.
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        type: int = socket.SOCK_STREAM,
+        family: int = socket.AF_UNSPEC,
+        timeout: float | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._type = type
+        self._family = family
+        self._timeout = timeout
+        self._last: SocketkitError | None = None
 
-    Raises:
-        SocketkitError: socket(2) (or a Unix datagram client's autobind)
-            failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
-    """
-    try:
-        sock = _new_socket(attempt.family, attempt.type, attempt.proto)
-    except OSError as exc:
-        raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
-    if attempt.family == getattr(socket, "AF_UNIX", None) and attempt.type == socket.SOCK_DGRAM:
+    def attempts(self) -> list[ConnectAttempt]:
+        """The addresses to try, in order (resolving a host name blocks).
+
+        Raises:
+            ConnectError: no host given.
+            AddressError: the host does not resolve.
+            UnsupportedError: Unix sockets (or Unix datagram clients) missing here.
+        """
+        endpoint, type = self._endpoint, self._type
+        if isinstance(endpoint, UnixEndpoint):
+            require_unix_sockets()
+            if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
+                raise UnsupportedError("Unix datagram clients need Linux's autobind here")
+            return [ConnectAttempt(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
+        if endpoint.host is None:
+            raise ConnectError("cannot connect: no host given")
+        found = resolve(endpoint, family=self._family, type=type)
+        return [ConnectAttempt(a.family, a.type, a.proto, a.sockaddr, str(a)) for a in found]
+
+    @contextlib.contextmanager
+    def trying(self, attempt: ConnectAttempt) -> Iterator[socket.socket]:
+        """A socket for ``attempt``; an OSError in the block closes it and is remembered.
+
+        Anything else (a cancellation, Ctrl-C) closes it and goes on.
+
+        Raises:
+            SocketkitError: socket(2) (or a Unix datagram client's autobind)
+                failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
+        """
         try:
-            sock.bind("")  # Linux autobind: an abstract address the server can answer
+            sock = _new_socket(attempt.family, attempt.type, attempt.proto)
+        except OSError as exc:
+            raise translate_os_error(exc, phase="connect", where=str(self._endpoint)) from exc
+        try:
+            if (
+                attempt.family == getattr(socket, "AF_UNIX", None)
+                and attempt.type == socket.SOCK_DGRAM
+            ):
+                sock.bind("")  # Linux autobind: an abstract address the server can answer
+            yield sock
         except OSError as exc:
             sock.close()
-            raise connect_failure(exc, endpoint, None, None) from exc
-    return sock
+            self._last = connect_failure(exc, self._endpoint, attempt.address, self._timeout)
+        except BaseException:
+            sock.close()
+            raise
 
+    def connected(self, attempt: ConnectAttempt, sock: socket.socket) -> socket.socket:
+        """Options set once ``attempt`` has connected; returns ``sock``."""
+        if attempt.type == socket.SOCK_STREAM and attempt.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            # Small request/response exchanges should not wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
-def attempt_connected(attempt: ConnectAttempt, sock: socket.socket) -> socket.socket:
-    """Options set once an attempt has connected; returns ``sock``."""
-    if attempt.type == socket.SOCK_STREAM and attempt.family in (socket.AF_INET, socket.AF_INET6):
-        # Small request/response exchanges should not wait for Nagle.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    def failure(self) -> SocketkitError:
+        """Why the last attempt failed (once every attempt has)."""
+        assert self._last is not None
+        return self._last
 
 
 def connect_socket(
@@ -331,31 +373,21 @@ def connect_socket(
     """Create a socket connected to ``endpoint``, trying each resolved address.
 
     For SOCK_DGRAM, "connected" fixes the peer address so ``send``/``recv``
-    work and ICMP errors (port unreachable) are reported. ``socketkit.aio``
-    makes the same attempts without blocking.
+    work and ICMP errors (port unreachable) are reported.
 
     Raises:
         ConnectError: refused or unreachable at every address.
         SocketTimeoutError: no answer within ``timeout`` seconds.
         AddressError: the host does not resolve.
     """
-    last: SocketkitError | None = None
-    for attempt in connect_attempts(endpoint, type=type, family=family):
-        sock = attempt_socket(attempt, endpoint)
-        try:
+    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout)
+    for attempt in connecting.attempts():
+        with connecting.trying(attempt) as sock:
             sock.settimeout(timeout)
             sock.connect(attempt.sockaddr)
             sock.settimeout(None)
-        except OSError as exc:
-            sock.close()
-            last = connect_failure(exc, endpoint, attempt.address, timeout)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return attempt_connected(attempt, sock)
-    assert last is not None
-    raise last
+            return connecting.connected(attempt, sock)
+    raise connecting.failure()
 
 
 def connect_failure(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 from typing import Literal
 
+from ._timeouts import DEFAULT, TimeoutArg
 from .errors import (
     BrokenError,
     ClosedError,
@@ -35,7 +36,7 @@ from .errors import (
 )
 from .framing import Codec, ReceiveBuffer
 
-__all__ = ["NEED_DATA", "RECEIVE_SIZE", "NeedData", "StreamCore"]
+__all__ = ["NEED_DATA", "RECEIVE_SIZE", "NeedData", "StreamCore", "StreamFacts"]
 
 #: Bytes asked of one recv() or read(): 64 KiB matches common socket buffer sizes.
 RECEIVE_SIZE = 64 * 1024
@@ -175,3 +176,42 @@ class StreamCore:
         return BrokenError(
             f"cannot half-close the connection to {self.peer}: {exc.strerror}", errno=exc.errno
         )
+
+
+class StreamFacts:
+    """What both connection classes say about themselves, from one ``StreamCore``.
+
+    A base class of ``sync.Connection`` and ``aio.Connection``: their
+    addresses, default timeout, state and ``repr``; each adds its own I/O.
+    """
+
+    #: How ``repr`` names the class.
+    _kind = "Connection"
+
+    def __init__(self, *, peer: str, local: str, timeout: float | None) -> None:
+        #: Default timeout, in seconds, of each call on this connection.
+        self.timeout = timeout
+        #: The peer's address, formatted (``127.0.0.1:51234``, ``unix:/p``).
+        self.peer = peer
+        #: This side's address, formatted.
+        self.local = local
+        self._core = StreamCore(peer)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._core.closed else "open"
+        return f"<{self._kind} {self.local} -> {self.peer} {state}>"
+
+    def _call_timeout(self, timeout: TimeoutArg) -> float | None:
+        """The limit of one call (``DEFAULT``: the connection's); ClosedError once closed."""
+        self._core.check_open()
+        return self.timeout if timeout is DEFAULT else timeout
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection was closed on this side."""
+        return self._core.closed
+
+    @property
+    def at_eof(self) -> bool:
+        """True once the peer's end of stream was seen and the buffer is empty."""
+        return self._core.at_eof

@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import TypeVar
 
 from .._closing import AsyncClosing
-from .._sockets import (
-    attempt_connected,
-    attempt_socket,
-    bind_socket,
-    bound_port,
-    connect_attempts,
-    connect_failure,
-    local_name,
-)
-from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamCore
+from .._sockets import Connecting, bind_socket, bound_port, local_name
+from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from ..address import Endpoint, InetEndpoint, UnixEndpoint, as_endpoint, format_sockaddr
 from ..errors import SocketkitError, timeout_error, translate_os_error
@@ -45,8 +36,10 @@ __all__ = ["Connection", "Handler", "Server", "connect", "start_server"]
 T = TypeVar("T")
 
 
-class Connection(AsyncClosing):
+class Connection(StreamFacts, AsyncClosing):
     """A connected stream with whole-message sends and receives (asyncio)."""
+
+    _kind = "aio.Connection"
 
     def __init__(
         self,
@@ -55,35 +48,25 @@ class Connection(AsyncClosing):
         *,
         timeout: float | None = DEFAULT_IO_TIMEOUT,
     ) -> None:
+        super().__init__(
+            peer=format_sockaddr(writer.get_extra_info("peername")),
+            local=format_sockaddr(writer.get_extra_info("sockname")),
+            timeout=timeout,
+        )
         self._reader = reader
         self._writer = writer
         self._send_failed = False
-        #: Default timeout, in seconds, of each call on this connection.
-        self.timeout = timeout
-        #: The peer's address, formatted.
-        self.peer = format_sockaddr(writer.get_extra_info("peername"))
-        #: This side's address, formatted.
-        self.local = format_sockaddr(writer.get_extra_info("sockname"))
-        self._core = StreamCore(self.peer)
 
     @property
     def writer(self) -> asyncio.StreamWriter:
         """The asyncio writer (for ``start_tls`` and transport details)."""
         return self._writer
 
-    def __repr__(self) -> str:
-        state = "closed" if self._core.closed else "open"
-        return f"<aio.Connection {self.local} -> {self.peer} {state}>"
-
     # -- the fill loop ---------------------------------------------------
-
-    def _timeout(self, timeout: TimeoutArg) -> float | None:
-        self._core.check_open()
-        return self.timeout if timeout is DEFAULT else timeout
 
     async def _receive(self, answer: Callable[[], T | NeedData], timeout: TimeoutArg) -> T:
         """Call ``answer`` until it has one, reading once between calls."""
-        limit = self._timeout(timeout)
+        limit = self._call_timeout(timeout)
         result = answer()
         if result is not NEED_DATA:  # no timer for what is already buffered
             return result
@@ -134,7 +117,7 @@ class Connection(AsyncClosing):
                 many bytes left the transport's buffer before the time ran out.
             BrokenError: the peer reset the connection; some bytes may have gone.
         """
-        limit = self._timeout(timeout)
+        limit = self._call_timeout(timeout)
         self._core.check_send()
         transport = self._writer.transport
         total = memoryview(data).nbytes
@@ -205,16 +188,6 @@ class Connection(AsyncClosing):
                 transport.abort()
                 await self._writer.wait_closed()
 
-    @property
-    def closed(self) -> bool:
-        """True once ``aclose()`` was called."""
-        return self._core.closed
-
-    @property
-    def at_eof(self) -> bool:
-        """True once the peer's end of stream was seen and the buffer is empty."""
-        return self._core.at_eof
-
 
 async def connect(
     endpoint: Endpoint | str,
@@ -257,25 +230,13 @@ async def _connect_socket(endpoint: Endpoint, family: int) -> socket.socket:
     blocking layer.
     """
     loop = asyncio.get_running_loop()
-    attempts = await loop.run_in_executor(
-        None, functools.partial(connect_attempts, endpoint, family=family)
-    )
-    last: SocketkitError | None = None
-    for attempt in attempts:
-        sock = attempt_socket(attempt, endpoint)
-        try:
+    connecting = Connecting(endpoint, family=family)
+    for attempt in await loop.run_in_executor(None, connecting.attempts):
+        with connecting.trying(attempt) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, attempt.sockaddr)
-        except OSError as exc:
-            sock.close()
-            last = connect_failure(exc, endpoint, attempt.address, None)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return attempt_connected(attempt, sock)
-    assert last is not None
-    raise last
+            return connecting.connected(attempt, sock)
+    raise connecting.failure()
 
 
 #: What ``start_server`` runs for each client (and ``socketkit.server`` too).

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from .._closing import Closing
 from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
-from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamCore
+from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, InetEndpoint, as_endpoint
 from ..errors import (
@@ -35,7 +35,7 @@ __all__ = ["Connection", "Listener", "connect", "open_listener"]
 T = TypeVar("T")
 
 
-class Connection(Closing):
+class Connection(StreamFacts, Closing):
     """A connected stream socket with whole-message sends and receives.
 
     Use as a context manager, or call ``close()``. Not thread-safe: one
@@ -43,14 +43,8 @@ class Connection(Closing):
     """
 
     def __init__(self, sock: socket.socket, *, timeout: float | None = DEFAULT_IO_TIMEOUT) -> None:
+        super().__init__(peer=peer_name(sock), local=local_name(sock), timeout=timeout)
         self._sock = sock
-        #: Default timeout, in seconds, of each call on this connection.
-        self.timeout = timeout
-        #: The peer's address, formatted (``127.0.0.1:51234``, ``unix:/p``).
-        self.peer = peer_name(sock)
-        #: This side's address, formatted.
-        self.local = local_name(sock)
-        self._core = StreamCore(self.peer)
 
     @property
     def socket(self) -> socket.socket:
@@ -61,15 +55,10 @@ class Connection(Closing):
         """The descriptor: a socket is a file descriptor."""
         return self._sock.fileno()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._core.closed else "open"
-        return f"<Connection {self.local} -> {self.peer} {state}>"
-
     # -- the fill loop ---------------------------------------------------
 
     def _deadline(self, timeout: TimeoutArg) -> Deadline:
-        self._core.check_open()
-        return Deadline(self.timeout if timeout is DEFAULT else timeout)
+        return Deadline(self._call_timeout(timeout))
 
     def _receive(self, answer: Callable[[], T | NeedData], timeout: TimeoutArg) -> T:
         """Call ``answer`` until it has one, receiving once between calls."""
@@ -177,16 +166,6 @@ class Connection(Closing):
         if not self._core.closed:
             self._core.closed = True
             self._sock.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` was called."""
-        return self._core.closed
-
-    @property
-    def at_eof(self) -> bool:
-        """True once the peer's end of stream was seen and the buffer is empty."""
-        return self._core.at_eof
 
 
 class Listener(Closing):
