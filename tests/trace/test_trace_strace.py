@@ -326,3 +326,46 @@ def test_relay_trace_matches_strace(strace_log: Path) -> None:
     assert names[:4] == ["socket", "setsockopt", "bind", "listen"]
     assert "accept4" in names and "connect" in names and "shutdown" in names
     check_matches(ours, parse_strace(strace_log.read_text()))
+
+
+#: An asyncio client on the library's ``aio`` layer, traced (argv[1]: the port).
+_AIO_CLIENT = """
+import asyncio, sys
+from socketkit import aio
+from socketkit.trace import tracing
+
+async def main(port):
+    conn = await aio.connect(f"127.0.0.1:{port}", connect_timeout=10, timeout=10)
+    async with conn:
+        await conn.send_all(b"Hello from client")
+        await conn.shutdown_write()
+        reply = b""
+        while chunk := await conn.receive_some():
+            reply += chunk
+    print("Received:", reply.decode())
+
+with tracing(sys.stderr):
+    asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def test_aio_connect_trace_matches_strace(strace_log: Path, tmp_path: Path) -> None:
+    """``aio.connect`` makes its socket through the seam: socket and connect are traced."""
+    script = tmp_path / "aio_client.py"
+    script.write_text(_AIO_CLIENT)
+    with _upstream(_plain_lecture_server) as port:
+        proc = subprocess.run(
+            _strace_argv(strace_log, sys.executable, str(script), str(port)),
+            capture_output=True,
+            text=True,
+            timeout=LOOPBACK_TIMEOUT * 2,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Received: Hello from server\n"
+    ours = parse_trace(proc.stderr)
+    names = [c.name for c in ours]
+    assert names[:2] == ["socket", "connect"]
+    assert ours[1].outcome == "EINPROGRESS"  # a non-blocking connect, completed by the loop
+    assert "sendto" in names and "shutdown" in names and "recvfrom" in names
+    assert names[-1] == "close"
+    check_matches(ours, parse_strace(strace_log.read_text()))
