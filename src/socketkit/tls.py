@@ -33,12 +33,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from .address import Endpoint, InetEndpoint
 from .errors import TLSError, UsageError
 
 __all__ = [
     "MemoryTLS",
     "TLSSettings",
     "client_context",
+    "client_server_hostname",
     "handshake",
     "handshake_memory",
     "self_signed_pem",
@@ -265,6 +267,16 @@ def translate_ssl_error(exc: BaseException, *, where: str, role: Role = "client"
     if role == "server" and "unknown ca" in reason:
         reason += " (the client does not trust our certificate)"
     return TLSError(f"TLS: handshake with {where} failed: {reason}")
+
+
+def client_server_hostname(endpoint: Endpoint, server_hostname: str | None) -> str | None:
+    """The name a client sends (SNI) and checks: the one given, else the endpoint's host.
+
+    None for a Unix socket with no name given: there is no host to check.
+    """
+    if server_hostname:
+        return server_hostname
+    return endpoint.host if isinstance(endpoint, InetEndpoint) else None
 
 
 def handshake(

@@ -25,11 +25,11 @@ from .._closing import AsyncClosing
 from .._sockets import Connecting, bind_socket, bound_port, local_name
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
-from ..address import Endpoint, InetEndpoint, UnixEndpoint, as_endpoint, format_sockaddr
+from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
 from ..errors import SocketkitError, timeout_error, translate_os_error
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
-from ..tls import translate_ssl_error
+from ..tls import client_server_hostname, translate_ssl_error
 
 __all__ = ["Connection", "Handler", "Server", "connect", "start_server"]
 
@@ -121,7 +121,6 @@ class Connection(StreamFacts, AsyncClosing):
         self._core.check_send()
         transport = self._writer.transport
         total = memoryview(data).nbytes
-        buffered = transport.get_write_buffer_size()
         try:
             async with asyncio.timeout(limit):
                 self._writer.write(data)
@@ -131,10 +130,12 @@ class Connection(StreamFacts, AsyncClosing):
             # in the buffer instead of waiting for a peer that may never read.
             self._send_failed = True
             if isinstance(exc, OSError):  # TimeoutError is one too
+                # The buffer is written first in, first out: while any of
+                # ours is sent, what is left is ours alone. A broken
+                # transport has dropped its buffer, so nothing can be said.
                 sent = None
-                if not transport.is_closing():  # a broken transport drops its buffer
-                    left = transport.get_write_buffer_size() - buffered
-                    sent = min(total, max(0, total - left))
+                if not transport.is_closing():
+                    sent = max(0, total - transport.get_write_buffer_size())
                 raise self._core.send_error(exc, limit, sent, total) from exc
             raise
 
@@ -205,13 +206,15 @@ async def connect(
             sock = await _connect_socket(target, family)
     except TimeoutError as exc:
         raise timeout_error("connect", str(target), connect_timeout) from exc
-    tls: dict[str, object] = {}
+    hostname = None
     if ssl_context is not None:
-        default_name = target.host if isinstance(target, InetEndpoint) else None
-        tls = {"ssl": ssl_context, "server_hostname": server_hostname or default_name}
+        # "" is asyncio's "no name" (it insists on one without a host).
+        hostname = client_server_hostname(target, server_hostname) or ""
     try:
         async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(sock=sock, **tls)  # type: ignore[arg-type]
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=ssl_context, server_hostname=hostname
+            )
     except BaseException as exc:
         sock.close()
         if not isinstance(exc, OSError):  # SSLError and TimeoutError are OSErrors

@@ -21,7 +21,7 @@ from .._closing import Closing
 from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
-from ..address import Endpoint, InetEndpoint, as_endpoint
+from ..address import Endpoint, as_endpoint
 from ..errors import (
     ClosedError,
     SocketTimeoutError,
@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
+from ..tls import client_server_hostname, handshake
 
 __all__ = ["Connection", "Listener", "connect", "open_listener"]
 
@@ -249,15 +250,12 @@ def connect(
     target = as_endpoint(endpoint, default_host="127.0.0.1")
     sock = connect_socket(target, family=family, timeout=connect_timeout)
     if ssl_context is not None:
-        from ..tls import handshake
-
-        default_name = target.host if isinstance(target, InetEndpoint) else None
         sock = handshake(
             sock,
             ssl_context,
             role="client",
             where=str(target),
-            server_hostname=server_hostname or default_name,
+            server_hostname=client_server_hostname(target, server_hostname),
             timeout=connect_timeout,
         )
     return Connection(sock, timeout=timeout)
