@@ -102,7 +102,9 @@ def insecure_client() -> ssl.SSLContext:
     return client_context(TLSSettings(verify=False), warn=io.StringIO())
 
 
-def test_tls_round_trip(connect: Connect, certificate: tuple[Path, Path]) -> None:
+@pytest.fixture
+def tls_conn(connect: Connect, certificate: tuple[Path, Path]) -> Iterator[tuple[Any, int]]:
+    """A TLS connection of the layer under test to a one-line TLS echo server, and its port."""
     cert, key = certificate
     context = server_context(TLSSettings(certfile=str(cert), keyfile=str(key)))
     with one_client_server(tls_echo(context)) as port:
@@ -113,30 +115,24 @@ def test_tls_round_trip(connect: Connect, certificate: tuple[Path, Path]) -> Non
             timeout=LOOPBACK_TIMEOUT,
         )
         with conn:
-            conn.send_all(b"over TLS\n")
-            assert conn.receive_line() == b"over TLS"
+            yield conn, port
 
 
-def test_half_close_over_tls_is_unsupported(
-    connect: Connect, certificate: tuple[Path, Path]
-) -> None:
-    cert, key = certificate
-    context = server_context(TLSSettings(certfile=str(cert), keyfile=str(key)))
-    with one_client_server(tls_echo(context)) as port:
-        conn = connect(
-            f"127.0.0.1:{port}",
-            ssl_context=insecure_client(),
-            connect_timeout=LOOPBACK_TIMEOUT,
-            timeout=LOOPBACK_TIMEOUT,
-        )
-        with conn:
-            with pytest.raises(UnsupportedError) as info:
-                conn.shutdown_write()
-            assert str(info.value) == (
-                f"half-close over TLS is not supported on the connection to 127.0.0.1:{port}"
-            )
-            conn.send_all(b"still open\n")  # nothing was shut down
-            assert conn.receive_line() == b"still open"
+def test_tls_round_trip(tls_conn: tuple[Any, int]) -> None:
+    conn, _port = tls_conn
+    conn.send_all(b"over TLS\n")
+    assert conn.receive_line() == b"over TLS"
+
+
+def test_half_close_over_tls_is_unsupported(tls_conn: tuple[Any, int]) -> None:
+    conn, port = tls_conn
+    with pytest.raises(UnsupportedError) as info:
+        conn.shutdown_write()
+    assert str(info.value) == (
+        f"half-close over TLS is not supported on the connection to 127.0.0.1:{port}"
+    )
+    conn.send_all(b"still open\n")  # nothing was shut down
+    assert conn.receive_line() == b"still open"
 
 
 def test_tls_handshake_with_a_plain_peer(connect: Connect) -> None:

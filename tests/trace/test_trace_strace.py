@@ -174,6 +174,19 @@ def _strace_argv(log: Path, *argv: str) -> list[str]:
     return ["strace", "-f", "-qq", "-s", "64", "-e", "trace=network,close", "-o", str(log), *argv]
 
 
+def _run_traced(log: Path, *argv: str, stdin: str | None = None) -> tuple[str, list[Call]]:
+    """Run ``argv`` under strace; check it succeeded; its stdout and its trace lines."""
+    proc = subprocess.run(
+        _strace_argv(log, *argv),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=LOOPBACK_TIMEOUT * 2,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, parse_trace(proc.stderr)
+
+
 @pytest.fixture
 def strace_log(tmp_path: Path) -> Path:
     if not _strace_works():
@@ -213,15 +226,10 @@ def _upstream(serve: Callable[[socket.socket], None]) -> Iterator[int]:
 
 def test_tcp_client_trace_matches_strace(strace_log: Path) -> None:
     with _upstream(_plain_lecture_server) as port:
-        proc = subprocess.run(
-            _strace_argv(strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")),
-            capture_output=True,
-            text=True,
-            timeout=LOOPBACK_TIMEOUT * 2,
+        out, ours = _run_traced(
+            strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")
         )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "Received: Hello from server\n"  # stdout unchanged by --trace
-    ours = parse_trace(proc.stderr)
+    assert out == "Received: Hello from server\n"  # stdout unchanged by --trace
     assert [c.name for c in ours] == [
         "socket",
         "connect",
@@ -288,16 +296,8 @@ def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
     """The netcat-like ``connect``: data copied by the relay pump, not spliced."""
     with _upstream(_echo) as port:
         argv = socketkit_argv("connect", "127.0.0.1", str(port), "--trace")
-        proc = subprocess.run(
-            _strace_argv(strace_log, *argv),
-            input="ping\n",
-            capture_output=True,
-            text=True,
-            timeout=LOOPBACK_TIMEOUT * 2,
-        )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "ping\n"
-    ours = parse_trace(proc.stderr)
+        out, ours = _run_traced(strace_log, *argv, stdin="ping\n")
+    assert out == "ping\n"
     names = [c.name for c in ours]
     assert "sendto" in names and "recvfrom" in names and "shutdown" in names
     check_matches(ours, parse_strace(strace_log.read_text()))
@@ -354,15 +354,8 @@ def test_aio_connect_trace_matches_strace(strace_log: Path, tmp_path: Path) -> N
     script = tmp_path / "aio_client.py"
     script.write_text(_AIO_CLIENT)
     with _upstream(_plain_lecture_server) as port:
-        proc = subprocess.run(
-            _strace_argv(strace_log, sys.executable, str(script), str(port)),
-            capture_output=True,
-            text=True,
-            timeout=LOOPBACK_TIMEOUT * 2,
-        )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "Received: Hello from server\n"
-    ours = parse_trace(proc.stderr)
+        out, ours = _run_traced(strace_log, sys.executable, str(script), str(port))
+    assert out == "Received: Hello from server\n"
     names = [c.name for c in ours]
     assert names[:2] == ["socket", "connect"]
     assert ours[1].outcome == "EINPROGRESS"  # a non-blocking connect, completed by the loop
