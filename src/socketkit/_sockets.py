@@ -300,6 +300,12 @@ class Connecting:
         self._timeout = timeout
         self._last: SocketkitError | None = None
 
+    @property
+    def resolving(self) -> bool:
+        """True when ``attempts()`` asks the resolver (a host name, not an address literal)."""
+        host = self._endpoint.host if isinstance(self._endpoint, InetEndpoint) else None
+        return host is not None and host != "" and not _is_numeric(host)
+
     def attempts(self) -> list[ConnectAttempt]:
         """The addresses to try, in order (resolving a host name blocks).
 

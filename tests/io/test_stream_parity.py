@@ -160,6 +160,18 @@ def test_connect_refused_reads_the_same(connect: Connect) -> None:
     assert info.value.exit_code == 3
 
 
+def test_connect_refused_by_a_name_names_the_address(connect: Connect) -> None:
+    # A host name is resolved (off the event loop in aio) and each address tried.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        with pytest.raises(ConnectError) as info:
+            connect(f"localhost:{port}", connect_timeout=LOOPBACK_TIMEOUT)
+    message = str(info.value)
+    assert message.startswith(f"connection refused by localhost:{port} ("), message
+    assert message.endswith(f":{port}) (is a server listening?)"), message
+
+
 def test_send_timeout_says_how_much_was_sent(pair: Pair) -> None:  # noqa: F811
     a = pair.a  # pair.b never reads
     sock_of(a).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)

@@ -228,13 +228,17 @@ async def connect(
 async def _connect_socket(endpoint: Endpoint, family: int) -> socket.socket:
     """``_sockets.connect_socket`` without blocking: the same attempts, in order.
 
-    Resolving runs in the loop's executor, as ``loop.getaddrinfo`` does, but
-    through ``address.resolve`` so that an unknown host is worded as in the
-    blocking layer.
+    A host name is resolved in the loop's executor, as ``loop.getaddrinfo``
+    does, but through ``address.resolve`` so that an unknown host is worded
+    as in the blocking layer; an address literal needs no thread.
     """
     loop = asyncio.get_running_loop()
     connecting = Connecting(endpoint, family=family)
-    for attempt in await loop.run_in_executor(None, connecting.attempts):
+    if connecting.resolving:
+        attempts = await loop.run_in_executor(None, connecting.attempts)
+    else:
+        attempts = connecting.attempts()
+    for attempt in attempts:
         with connecting.trying(attempt) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, attempt.sockaddr)
