@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Literal, TextIO
 
 from .address import Endpoint, InetEndpoint
-from .errors import TLSError, UsageError
+from .errors import SettingError, TLSError, UsageError
 
 __all__ = [
     "MemoryTLS",
@@ -88,10 +88,10 @@ def _load_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str | None) -> None
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except FileNotFoundError as exc:
-        raise UsageError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
+        raise SettingError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
         what = certfile if keyfile is None else f"{certfile} / {keyfile}"
-        raise UsageError(
+        raise SettingError(
             f"TLS: cannot load certificate and key from {what}: {_reason(exc)}"
         ) from exc
 
@@ -100,9 +100,9 @@ def _load_ca(ctx: ssl.SSLContext, cafile: str) -> None:
     try:
         ctx.load_verify_locations(cafile=cafile)
     except FileNotFoundError as exc:
-        raise UsageError(f"TLS: cannot read CA file {cafile}: no such file") from exc
+        raise SettingError(f"TLS: cannot read CA file {cafile}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
-        raise UsageError(f"TLS: cannot load CA file {cafile}: {_reason(exc)}") from exc
+        raise SettingError(f"TLS: cannot load CA file {cafile}: {_reason(exc)}") from exc
 
 
 def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
@@ -110,7 +110,7 @@ def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
         try:
             ctx.set_alpn_protocols(list(protocols))
         except (ValueError, NotImplementedError) as exc:
-            raise UsageError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
+            raise SettingError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
 
 
 def _tolerate_half_close(ctx: ssl.SSLContext) -> None:
@@ -127,7 +127,7 @@ def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.
         warn: where to say that verification is off (standard error by default).
 
     Raises:
-        UsageError: a certificate, key or CA file cannot be loaded.
+        SettingError: a certificate, key or CA file cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     _tolerate_half_close(ctx)
@@ -152,8 +152,8 @@ def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.
     """A context for the server role.
 
     Raises:
-        UsageError: no certificate (and no ``--self-signed``), or files that
-            cannot be loaded.
+        UsageError: no certificate (and no ``--self-signed``).
+        SettingError: files that cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _tolerate_half_close(ctx)
