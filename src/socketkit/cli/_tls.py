@@ -4,8 +4,8 @@
 too), ``settings_from_args`` reads them back as the library's
 ``TLSSettings``, ``context_from_args(args, role)`` builds the context (None
 without ``--tls``), ``server_hostname_from_args(args, host)`` gives the name
-for SNI and the hostname check. The library (``socketkit.tls``) knows
-nothing of these flags.
+for SNI and the hostname check. The library (``socketkit.tls``) takes
+``TLSSettings`` and imports no argparse.
 """
 
 from __future__ import annotations
