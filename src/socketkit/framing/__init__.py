@@ -7,6 +7,7 @@ from ._buffer import ReceiveBuffer
 from .codecs import (
     DEFAULT_MAX_CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_LECTURE_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     Codec,
     Decoder,
@@ -19,6 +20,7 @@ from .codecs import (
 __all__ = [
     "DEFAULT_MAX_CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LECTURE_SIZE",
     "DEFAULT_MAX_LINE_LENGTH",
     "Codec",
     "Decoder",
@@ -47,7 +49,7 @@ def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
         if name == "u32":
             return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
         if name == "lecture":
-            return LectureCodec(max_message_size or 1023)
+            return LectureCodec(max_message_size or DEFAULT_MAX_LECTURE_SIZE)
     except ValueError as exc:
         # A setting from a user (the command line's --max-line): one line, not a traceback.
         raise SettingError(f"framing {name}: {exc}") from exc
