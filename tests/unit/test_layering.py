@@ -27,6 +27,7 @@ LIBRARY = [
     "socketkit.relay",
     "socketkit.sync",
     "socketkit.aio",
+    "socketkit.proxy_client",
 ]
 
 
