@@ -329,7 +329,7 @@ class Connecting:
     def trying(self, attempt: ConnectAttempt) -> Iterator[socket.socket]:
         """A socket for ``attempt``; an OSError in the block closes it and is remembered.
 
-        Anything else (a cancellation, Ctrl-C) closes it and goes on.
+        Anything else (a cancellation, Ctrl-C) closes it and propagates.
 
         Raises:
             SocketkitError: socket(2) (or a Unix datagram client's autobind)
