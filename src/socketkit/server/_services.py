@@ -83,8 +83,8 @@ class ConnectionProtocol(asyncio.Protocol):
         "header_size",
         "host",
         "idle_ticks",
-        "seen_in",
         "peer",
+        "seen_in",
         "transport",
         "writing_paused",
     )
