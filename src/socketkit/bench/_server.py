@@ -164,6 +164,7 @@ class BenchServer:
         self._udp_waiting: _TestState | None = None
         self._udp: sync.DatagramSocket | None = None
         self._udp_host: str | None = None
+        self._udp_family: int = socket.AF_UNSPEC
 
     @classmethod
     def bind(
@@ -172,16 +173,17 @@ class BenchServer:
         listener = sync.open_listener(InetEndpoint(host, port), family=family, timeout=None)
         server = cls(listener, **kwargs)
         try:
+            # The requested family, not the listener's: AF_INET6 would mean
+            # IPv6 only, where the listener may be dual-stack.
             sock = bind_socket(
-                InetEndpoint(host, server.port),
-                type=socket.SOCK_DGRAM,
-                family=listener.socket.family,
+                InetEndpoint(host, server.port), type=socket.SOCK_DGRAM, family=family
             )
         except SocketkitError as exc:
             listener.close()
             raise exc
         server._udp = sync.DatagramSocket(sock, timeout=None)
         server._udp_host = host
+        server._udp_family = family
         return server
 
     @property
@@ -307,16 +309,10 @@ class BenchServer:
                 self._say(f"bench server: UDP stream from {host}: {exc}")
 
     def _udp_stream(self, sid: int, sending: bool, *, address: Any) -> Stream:
-        listener = self._udp
-        assert listener is not None
-        local = listener.socket.getsockname()
         sock = bind_socket(
-            InetEndpoint(self._udp_host, self.port),
-            type=socket.SOCK_DGRAM,
-            family=listener.socket.family,
+            InetEndpoint(self._udp_host, self.port), type=socket.SOCK_DGRAM, family=self._udp_family
         )
         try:
-            del local
             sock.connect(address)
             dgram = sync.DatagramSocket(sock, timeout=None)
             dgram.send(UDP_CONNECT_REPLY)

@@ -184,7 +184,7 @@ def run_stream(stream: Stream, run: Run) -> None:
         if stream.sending:
             (_udp_send if run.udp else _tcp_send)(stream, run, start)
         else:
-            (_udp_receive if run.udp else _tcp_receive)(stream, run)
+            (_udp_receive if run.udp else _tcp_receive)(stream, run, start)
     except (SocketkitError, OSError) as exc:
         stream.error = str(exc) or type(exc).__name__
         run.end_now.set()
@@ -211,7 +211,7 @@ def _tcp_send(stream: Stream, run: Run, start: float) -> None:
         wait_sent(stream.sock, DRAIN_TIMEOUT)
 
 
-def _tcp_receive(stream: Stream, run: Run) -> None:
+def _tcp_receive(stream: Stream, run: Run, start: float) -> None:
     conn = stream.conn
     assert conn is not None
     drain_until = float("inf")
@@ -229,6 +229,7 @@ def _tcp_receive(stream: Stream, run: Run) -> None:
         if not data:
             break
         stream.bytes += len(data)
+        stream.seconds = time.monotonic() - start  # until the last byte, not the drain
         if run.receive_goal and _received(run) >= run.receive_goal:
             run.end_now.set()
 
@@ -264,7 +265,7 @@ def _udp_send(stream: Stream, run: Run, start: float) -> None:
     stream.seconds = time.monotonic() - start
 
 
-def _udp_receive(stream: Stream, run: Run) -> None:
+def _udp_receive(stream: Stream, run: Run, start: float) -> None:
     dgram = stream.dgram
     assert dgram is not None
     stats = stream.udp = stream.udp or UdpStats()
@@ -289,6 +290,7 @@ def _udp_receive(stream: Stream, run: Run) -> None:
         stats.add(header.sequence, sent_ns, time.monotonic_ns(), len(data))
         stream.bytes = stats.bytes
         stream.packets = stats.packets
+        stream.seconds = time.monotonic() - start
 
 
 # -- what the kernel knows ----------------------------------------------------------
