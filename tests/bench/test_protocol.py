@@ -5,6 +5,7 @@ No sockets here: bytes go from one ``ControlProtocol`` to the other.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 
@@ -74,9 +75,7 @@ def test_a_whole_test_from_cookie_to_iperf_done(chunk: int) -> None:
     assert got.params.parallel == 2 and got.params.protocol == "udp"
     for state in (State.CREATE_STREAMS, State.TEST_START, State.TEST_RUNNING):
         assert _events(client, server.send_state(state), chunk) == [StateEvent(state)]
-    assert _events(server, client.send_state(State.TEST_END), chunk) == [
-        StateEvent(State.TEST_END)
-    ]
+    assert _events(server, client.send_state(State.TEST_END), chunk) == [StateEvent(State.TEST_END)]
     _events(client, server.send_state(State.EXCHANGE_RESULTS), chunk)
     mine = Results(streams=(StreamResult(id=1, bytes=10, packets=2), StreamResult(3, 5)))
     (theirs,) = _events(server, client.send_results(mine), chunk)
@@ -195,7 +194,7 @@ def test_arbitrary_bytes_in_any_split_never_crash(
         proto.send_state(State.PARAM_EXCHANGE)
     bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
     try:
-        for a, b in zip(bounds, bounds[1:], strict=False):
+        for a, b in itertools.pairwise(bounds):
             proto.receive_data(data[a:b])
             while proto.next_event() is not NEED_DATA:
                 pass

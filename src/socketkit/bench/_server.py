@@ -40,7 +40,7 @@ from typing import Any, TextIO
 from .. import sync
 from .._sockets import bind_socket
 from ..address import InetEndpoint
-from ..errors import SocketkitError, SocketTimeoutError
+from ..errors import FramingError, SocketkitError, SocketTimeoutError
 from ._protocol import (
     ECHO_HELLO,
     IERECVPARAMS,
@@ -345,7 +345,7 @@ class _Control:
         except UnsupportedOption as exc:
             conn.send_all(proto.send_server_error(exc.code))
             raise
-        except ProtocolError:
+        except FramingError:  # garbage, an oversized JSON, a bad field
             with contextlib.suppress(SocketkitError):
                 conn.send_all(proto.send_server_error(IERECVPARAMS))
             raise
