@@ -438,10 +438,6 @@ class _Test:
                 count = tcp_retransmits(s.sock)
                 if count is not None:
                     retransmits[s.id] = count
-        if senders and run.udp:
-            # The last datagrams are in the server's socket buffer; give its
-            # reader a moment before TEST_END makes iperf3 close the socket.
-            time.sleep(0.05)
         return retransmits
 
 
