@@ -75,6 +75,7 @@ from ._streams import (
     stream_ids,
     stream_results,
     tcp_retransmits,
+    with_omit,
 )
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -411,8 +412,6 @@ class _Test:
             except KeyboardInterrupt:
                 self.stop.set()  # Ctrl-C ends the test; the results still count
                 ended = True
-            if config.omit and not omitted and time.monotonic() >= run.start + config.omit:
-                omitted.update({s.id: s.bytes for s in streams})
             return ended or self.stop.is_set() or time.monotonic() >= end_at
 
         def read() -> tuple[list[int], list[int]]:
@@ -422,8 +421,11 @@ class _Test:
             run.end_now.set()
         stopper = threading.Thread(target=_relay_event, args=(self.stop, run.end_now), daemon=True)
         stopper.start()
+        until: Callable[[float], bool] = done
+        if config.omit:
+            until = with_omit(done, streams, run.start + config.omit, omitted)
         intervals = sample_intervals(
-            read, run.start, config.interval, done, on_interval, float(config.omit)
+            read, run.start, config.interval, until, on_interval, float(config.omit)
         )
         return run, threads, intervals, omitted
 

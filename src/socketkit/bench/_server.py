@@ -35,6 +35,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import sync
@@ -75,6 +76,7 @@ from ._streams import (
     stream_ids,
     stream_results,
     tcp_retransmits,
+    with_omit,
 )
 
 __all__ = ["BenchServer"]
@@ -394,6 +396,10 @@ class _Control:
         run = self._start(test, streams)
         threads = start_workers(streams, run)
         ended = threading.Event()
+        omitted: dict[int, int] = {}
+        done: Callable[[float], bool] = ended.wait
+        if params.omit:
+            done = with_omit(ended.wait, streams, run.start + params.omit, omitted)
         samples: list[IntervalSample] = []
         sampler = threading.Thread(
             target=lambda: samples.extend(
@@ -401,7 +407,7 @@ class _Control:
                     lambda: ([s.bytes for s in streams], [s.packets for s in streams]),
                     run.start,
                     server.interval,
-                    ended.wait,
+                    done,
                     omit=float(params.omit),
                 )
             ),
@@ -460,9 +466,10 @@ class _Control:
             ),
             cpu=cpu,
             retransmits=retransmits,
+            omitted_bytes=omitted,
         )
         text = "\n".join([*self.lines, text_report(doc)])
-        ours = stream_results(streams, cpu, retransmits)
+        ours = stream_results(streams, cpu, retransmits, omitted)
         if params.get_server_output:
             if server.json_output:
                 ours = _with_output(ours, json_doc=doc)

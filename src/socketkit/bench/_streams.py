@@ -371,6 +371,26 @@ class IntervalSample:
     omitted: bool = False
 
 
+def with_omit(
+    done: Callable[[float], bool],
+    streams: list[Stream],
+    omit_until: float,
+    omitted: dict[int, int],
+) -> Callable[[float], bool]:
+    """``done`` for ``sample_intervals`` that also records, into ``omitted``, each
+    stream's bytes when the omitted seconds (-O) end at ``omit_until``."""
+
+    def wrapped(timeout: float) -> bool:
+        if omitted:
+            return done(timeout)
+        finished = done(min(timeout, max(0.0, omit_until - time.monotonic())))
+        if time.monotonic() >= omit_until:
+            omitted.update({s.id: s.bytes for s in streams})
+        return finished
+
+    return wrapped
+
+
 def sample_intervals(
     read: Callable[[], tuple[list[int], list[int]]],
     start: float,
