@@ -88,6 +88,8 @@ CONTROL_TIMEOUT = 10.0
 FIRST_ANSWER_TIMEOUT = 5.0
 #: Seconds the streams get to finish after the test (the last bytes in flight).
 END_TIMEOUT = 10.0
+#: Seconds between the last TCP byte acknowledged and TEST_END (see ``_end_senders``).
+DRAIN_GRACE = 0.05
 
 
 @dataclass(slots=True)
@@ -434,6 +436,13 @@ class _Test:
         run.stop.set()
         senders = [(s, t) for s, t in zip(streams, threads, strict=True) if s.sending]
         join_all([t for _, t in senders], END_TIMEOUT)
+        if any(s.conn is not None for s, _ in senders):
+            # Acknowledged is not yet read: an iperf3 server closes its
+            # streams on TEST_END and drops what its kernel still holds
+            # (up to tcp_rmem's maximum per stream). The kernel tells no one
+            # when the far application has read, so the server gets this
+            # moment to catch up; its receiver seconds grow by as much.
+            time.sleep(DRAIN_GRACE)
         retransmits: dict[int, int] = {}
         for s, _ in senders:
             if s.conn is not None:
