@@ -136,7 +136,7 @@ def test_plain_output_has_intervals_and_a_summary(bench_port: int) -> None:
         "bench", "client", "127.0.0.1", "-p", str(bench_port), "-t", "0.4", "-i", "0.2", "-u"
     )
     assert result.code == 0, result.err
-    assert result.out.count(" sec ") >= 3
+    assert result.out.count(" sec ") >= 3  # an interval or more, sender, receiver
     assert "receiver" in result.out and "datagrams lost" in result.out
 
 

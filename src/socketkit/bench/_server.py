@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from .. import sync
@@ -277,13 +277,21 @@ class BenchServer:
         with self._lock:
             self._tests.pop(test.cookie, None)
 
-    def udp_streams(self, test: _TestState) -> bool:
-        """Wait for the test's UDP streams (one test at a time); True if all came."""
+    @contextlib.contextmanager
+    def udp_window(self, test: _TestState | None) -> Iterator[None]:
+        """While inside, UDP hellos from the test's client address are its streams.
+
+        One test at a time (the hello carries no cookie); it must be open
+        before CREATE_STREAMS goes out, or an early hello would be dropped.
+        """
+        if test is None:
+            yield
+            return
         with self._udp_lock:
             with self._lock:
                 self._udp_waiting = test
             try:
-                return test.wait_streams(STREAMS_TIMEOUT)
+                yield
             finally:
                 with self._lock:
                     self._udp_waiting = None
@@ -372,12 +380,9 @@ class _Control:
 
     def _run(self, test: _TestState) -> None:
         server, conn, proto, params = self.server, self.conn, self.proto, test.params
-        conn.send_all(proto.send_state(State.CREATE_STREAMS))
-        came = (
-            server.udp_streams(test)
-            if params.protocol == "udp"
-            else test.wait_streams(STREAMS_TIMEOUT)
-        )
+        with server.udp_window(test if params.protocol == "udp" else None):
+            conn.send_all(proto.send_state(State.CREATE_STREAMS))
+            came = test.wait_streams(STREAMS_TIMEOUT)
         if not came:
             raise ProtocolError(
                 f"{len(test.streams)} of {test.expected} streams came within {STREAMS_TIMEOUT:g} s"
