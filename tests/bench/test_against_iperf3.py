@@ -43,6 +43,7 @@ CASES = {
     "reverse": ["-R"],
     "bidir": ["--bidir"],
     "udp-100M": ["-u", "-b", "100M", "-l", "1400"],
+    "bytes-reverse": ["-n", "64M", "-R"],
 }
 
 
@@ -55,9 +56,14 @@ def iperf3_port() -> Iterator[int]:
         yield port
 
 
+def _time(args: tuple[str, ...]) -> list[str]:
+    """``-t`` unless a byte count ends the test (iperf3 takes one end condition)."""
+    return [] if "-n" in args else ["-t", SECONDS]
+
+
 def _iperf3_client(port: int, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", SECONDS, "-J", *args],
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), *_time(args), "-J", *args],
         capture_output=True,
         text=True,
         timeout=LOOPBACK_TIMEOUT + 20,
@@ -68,7 +74,7 @@ def _iperf3_client(port: int, *args: str) -> dict[str, Any]:
 
 
 def _ours(port: int, *args: str) -> dict[str, Any]:
-    result = run_cli("bench", "client", "127.0.0.1", "-p", str(port), "-t", SECONDS, "-J", *args)
+    result = run_cli("bench", "client", "127.0.0.1", "-p", str(port), *_time(args), "-J", *args)
     assert result.code == 0, result.err
     doc: dict[str, Any] = json.loads(result.out)
     return doc
@@ -105,6 +111,8 @@ def test_socketkit_client_against_iperf3_server(iperf3_port: int, case: str) -> 
     doc = _ours(iperf3_port, *args, "--get-server-output")
     _check_exact(doc, _stream_count(args))
     assert "Accepted connection" in doc["server_output_text"]  # iperf3's own report
+    if "-n" in args:
+        assert doc["end"]["sum_received"]["bytes"] == 64 << 20
     if "-R" not in args and "-u" not in args:
         assert "retransmits" in doc["end"]["sum_sent"]  # Linux tells; iperf3 asks the same
 
@@ -115,6 +123,8 @@ def test_iperf3_client_against_socketkit_server(case: str) -> None:
     with start_server("bench", "server", "-p", "0") as server:
         doc = _iperf3_client(server.port(), *args, "--get-server-output")
         _check_exact(doc, _stream_count(args))
+        if "-n" in args:
+            assert doc["end"]["sum_received"]["bytes"] == 64 << 20
         assert "Accepted connection from 127.0.0.1" in doc["server_output_text"]
         assert server.proc.poll() is None
 

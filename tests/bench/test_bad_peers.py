@@ -24,6 +24,7 @@ from socketkit.bench._protocol import (
     State,
     make_cookie,
 )
+from socketkit.bench._protocol import TestParams as Params
 
 from helpers import LOOPBACK_TIMEOUT, run_cli
 
@@ -172,3 +173,21 @@ def test_server_runs_tests_at_once(bench_port: int) -> None:
     for t in threads:
         t.join(LOOPBACK_TIMEOUT)
     assert len(docs) == 3  # iperf3 would have answered two of them "busy"
+
+
+def test_server_survives_a_client_that_vanishes_mid_test(bench_port: int) -> None:
+    proto = ControlProtocol("client")
+    cookie = make_cookie()
+    with sync.connect(f"127.0.0.1:{bench_port}", timeout=LOOPBACK_TIMEOUT) as control:
+        control.send_all(proto.send_cookie(cookie))
+        assert control.receive_exactly(1) == State.PARAM_EXCHANGE.to_byte()
+        proto.receive_data(State.PARAM_EXCHANGE.to_byte())
+        proto.next_event()
+        control.send_all(proto.send_params(Params(time=30, reverse=True)))
+        assert control.receive_exactly(1) == State.CREATE_STREAMS.to_byte()
+        with sync.connect(f"127.0.0.1:{bench_port}", timeout=LOOPBACK_TIMEOUT) as stream:
+            stream.send_all(cookie)
+            assert control.receive_exactly(2) == b"\x01\x02"  # TEST_START, TEST_RUNNING
+            assert stream.receive_some()  # the server is sending; now both go away
+    doc = run_bench(BenchConfig(port=bench_port, duration=0.2))
+    assert doc["end"]["sum_received"]["bytes"] > 0
