@@ -212,3 +212,75 @@ def test_a_flood_ahead_of_the_protocol_is_cut_off() -> None:
     with pytest.raises(ProtocolError, match="ahead"):
         for _ in range(MAX_BUFFERED // 65536 + 2):
             proto.receive_data(bytes(65536))
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+_keys = st.sampled_from(
+    [
+        "tcp",
+        "udp",
+        "time",
+        "num",
+        "parallel",
+        "len",
+        "reverse",
+        "bidirectional",
+        "window",
+        "bandwidth",
+        "omit",
+        "blockcount",
+        "zerocopy",
+        "streams",
+        "id",
+        "bytes",
+        "retransmits",
+        "jitter",
+        "errors",
+        "packets",
+        "cpu_util_total",
+        "cpu_util_user",
+        "cpu_util_system",
+        "sender_has_retransmits",
+        "server_output_json",
+        "server_output_text",
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    obj=st.dictionaries(_keys, _json_values | st.lists(st.dictionaries(_keys, _json_values))),
+    what=st.sampled_from(["params", "results"]),
+)
+def test_arbitrary_json_fields_decode_or_raise_our_error(obj: dict[str, object], what: str) -> None:
+    """Any JSON object as parameters or results: a validated event or our error."""
+    if what == "params":
+        proto = _server_after_cookie()
+    else:
+        proto = ControlProtocol("client")
+        for state in (
+            State.PARAM_EXCHANGE,
+            State.CREATE_STREAMS,
+            State.TEST_START,
+            State.TEST_RUNNING,
+            State.EXCHANGE_RESULTS,
+        ):
+            if state == State.CREATE_STREAMS:
+                proto.send_params(Params())
+            _events(proto, state.to_byte())
+        proto.send_results(Results(streams=()))
+    try:
+        events = _events(proto, _json_frame(obj))
+    except SocketkitError:
+        return
+    assert len(events) == 1 and isinstance(events[0], ParamsEvent | ResultsEvent)

@@ -214,10 +214,9 @@ def _endpoint(config: BenchConfig) -> InetEndpoint:
 
 
 def _describe(data: bytes) -> str:
-    if data.startswith(b"\x09") and len(data) <= 1:
-        return "an iperf3 server"
-    shown = data[:40].decode("ascii", "replace").strip() or repr(data[:40])
-    return f"{shown!r}"
+    """A peer's first bytes, quoted for a one-line message."""
+    shown = data[:40].decode("ascii", "replace").strip()
+    return repr(shown) if shown else repr(data[:40])
 
 
 class _Test:
