@@ -29,7 +29,7 @@ wait for their data to be acknowledged.
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import json
 import os
 import socket
@@ -105,29 +105,44 @@ class _TestState:
         self.n_receive = p if (not params.reverse or params.bidirectional) else 0
         self.n_send = p if (params.reverse or params.bidirectional) else 0
         self.streams: list[Stream] = []
+        self._arrived: list[tuple[int, Stream]] = []
         self.ready = threading.Condition()
-        self.started = threading.Event()
-        self.run: Run | None = None
 
     @property
     def expected(self) -> int:
         return self.n_receive + self.n_send
 
-    def add(self, stream_factory: Any) -> Stream | None:
-        """Take the next stream slot (receiving ones first, as iperf3); None if full."""
+    def add(
+        self,
+        order: int,
+        *,
+        conn: sync.Connection | None = None,
+        dgram: sync.DatagramSocket | None = None,
+    ) -> bool:
+        """Take a stream that arrived ``order``-th on the server; False if the test is full.
+
+        Ids and directions go by arrival, as iperf3 gives them by accept
+        order (the client opens its streams one after the other): the
+        receiving streams first, then the sending ones. Each connection's
+        thread reads its cookie on its own, so threads may come here out of
+        order; ``wait_streams`` sorts them.
+        """
         with self.ready:
-            k = len(self.streams)
-            if k >= self.expected:
-                return None
-            sid = stream_ids(k + 1)[-1]
-            stream: Stream = stream_factory(sid, k >= self.n_receive)
-            self.streams.append(stream)
+            if len(self._arrived) >= self.expected:
+                return False
+            self._arrived.append((order, Stream(0, False, conn=conn, dgram=dgram)))
             self.ready.notify_all()
-            return stream
+            return True
 
     def wait_streams(self, timeout: float) -> bool:
+        """Wait for every stream; then number them and set their directions."""
         with self.ready:
-            return self.ready.wait_for(lambda: len(self.streams) >= self.expected, timeout)
+            came = self.ready.wait_for(lambda: len(self._arrived) >= self.expected, timeout)
+            arrived = [s for _, s in sorted(self._arrived, key=lambda pair: pair[0])]
+            for k, (sid, stream) in enumerate(zip(stream_ids(len(arrived)), arrived, strict=True)):
+                stream.id, stream.sending = sid, k >= self.n_receive
+            self.streams = arrived
+            return came
 
 
 class BenchServer:
@@ -167,6 +182,7 @@ class BenchServer:
         self._udp: sync.DatagramSocket | None = None
         self._udp_host: str | None = None
         self._udp_family: int = socket.AF_UNSPEC
+        self._udp_arrivals = itertools.count()
 
     @classmethod
     def bind(
@@ -210,6 +226,7 @@ class BenchServer:
         """Accept and serve connections until ``stop`` is called."""
         if self._udp is not None:
             threading.Thread(target=self._udp_hellos, daemon=True).start()
+        arrivals = itertools.count()
         try:
             while not self._stopping.is_set():
                 try:
@@ -222,7 +239,8 @@ class BenchServer:
                     self._say(f"bench server: accept failed: {exc}")
                     time.sleep(0.1)  # out of descriptors: back off, then serve on
                     continue
-                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                order = next(arrivals)
+                threading.Thread(target=self._serve, args=(conn, order), daemon=True).start()
         finally:
             self.listener.close()
             if self._udp is not None:
@@ -231,7 +249,7 @@ class BenchServer:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _serve(self, conn: sync.Connection) -> None:
+    def _serve(self, conn: sync.Connection, order: int) -> None:
         keep = False
         try:
             proto = ControlProtocol("server")
@@ -244,8 +262,7 @@ class BenchServer:
             with self._lock:
                 test = self._tests.get(cookie)
             if test is not None:
-                stream = test.add(lambda sid, sends: Stream(sid, sends, conn=conn))
-                if stream is None:
+                if not test.add(order, conn=conn):
                     conn.send_all(State.ACCESS_DENIED.to_byte())
                     self._say(f"bench server: {conn.peer}: one stream too many for its test")
                 else:
@@ -314,11 +331,14 @@ class BenchServer:
             if test is None or plain_host(host) != plain_host(test.peer_host) or len(data) != 4:
                 continue  # a stray datagram, or a late one from a finished test
             try:
-                test.add(functools.partial(self._udp_stream, address=address))
+                dgram = self._udp_stream(address)
+                if not test.add(next(self._udp_arrivals), dgram=dgram):
+                    dgram.close()
             except (SocketkitError, OSError) as exc:
                 self._say(f"bench server: UDP stream from {host}: {exc}")
 
-    def _udp_stream(self, sid: int, sending: bool, *, address: Any) -> Stream:
+    def _udp_stream(self, address: Any) -> sync.DatagramSocket:
+        """A socket of the client's own on the test's port, connected to it; replies."""
         sock = bind_socket(
             InetEndpoint(self._udp_host, self.port), type=socket.SOCK_DGRAM, family=self._udp_family
         )
@@ -329,7 +349,7 @@ class BenchServer:
         except (OSError, SocketkitError):
             sock.close()
             raise
-        return Stream(sid, sending, dgram=dgram)
+        return dgram
 
 
 class _Control:

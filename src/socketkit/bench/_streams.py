@@ -352,11 +352,20 @@ def join_all(threads: list[threading.Thread], timeout: float) -> None:
         t.join(max(0.0, deadline - time.monotonic()))
 
 
+#: Receive buffer asked for a UDP stream when -w does not say: a Python
+#: receiver that loses the CPU for a few milliseconds at 100 Mbit/s needs
+#: more than the default 208 KiB of slack (the kernel caps it at rmem_max).
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
 def set_window(sock: socket.socket, window: int) -> None:
-    if window:
-        with contextlib.suppress(OSError):
+    """-w: both socket buffers; without it a UDP socket still gets ``UDP_RECEIVE_BUFFER``."""
+    with contextlib.suppress(OSError):
+        if window:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, window)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+        elif sock.type == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
 
 
 @dataclass(slots=True)
