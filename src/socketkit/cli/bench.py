@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
+import threading
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -172,6 +174,27 @@ def _output(args: argparse.Namespace, env: Env) -> Iterator[TextIO]:
         yield log
 
 
+@contextlib.contextmanager
+def _first_interrupt_ends_the_test() -> Iterator[threading.Event]:
+    """Ctrl-C ends the test (``-t 0`` runs until then) and the results print;
+    a second Ctrl-C interrupts for good, as iperf3 does."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_server(args: argparse.Namespace, env: Env) -> int:
     from ..bench import BenchServer
 
@@ -234,7 +257,8 @@ def run_client(args: argparse.Namespace, env: Env) -> int:
         if not args.json:
             out.write(f"Connecting to host {host}, port {args.port}\n")
             printer = IntervalPrinter(out, latency=mode == "latency", duration=config.duration)
-        doc = run_bench(config, printer)
+        with _first_interrupt_ends_the_test() as stop:
+            doc = run_bench(config, printer, stop)
         if printer is not None:
             printer.finish()
         if args.plot:
