@@ -35,9 +35,9 @@ from .. import sync
 from ..address import InetEndpoint
 from ..errors import (
     BrokenError,
+    SettingError,
     SocketkitError,
     SocketTimeoutError,
-    UsageError,
 )
 from ._histogram import Histogram
 from ._protocol import (
@@ -151,23 +151,25 @@ class BenchConfig:
         """Refuse what iperf3 would refuse, before anything is sent.
 
         Raises:
-            UsageError: a value the test cannot run with.
+            SettingError: a value the test cannot run with.
         """
         size = self.write_size
         if self.mode == "udp" and not MIN_UDP_BLOCK <= size <= MAX_UDP_BLOCK:
-            raise UsageError(
-                f"-l {size}: a UDP datagram carries {MIN_UDP_BLOCK} to {MAX_UDP_BLOCK} bytes"
+            raise SettingError(
+                f"length {size}: a UDP datagram carries {MIN_UDP_BLOCK} to {MAX_UDP_BLOCK} bytes"
             )
         if self.mode == "tcp" and size > MAX_TCP_BLOCK:
-            raise UsageError(f"-l {size}: at most {MAX_TCP_BLOCK} bytes per write (as iperf3)")
+            raise SettingError(
+                f"length {size}: at most {MAX_TCP_BLOCK} bytes per write (as iperf3)"
+            )
         if self.mode != "latency" and self.streams > 128:
-            raise UsageError("-P: at most 128 streams (as iperf3)")
+            raise SettingError(f"{self.streams} streams: at most 128 streams (as iperf3)")
         if self.reverse and self.bidir:
-            raise UsageError("-R and --bidir exclude each other")
+            raise SettingError("reverse and bidir exclude each other")
         if self.num_bytes and self.blocks:
-            raise UsageError("-n and -k exclude each other (one end condition)")
+            raise SettingError("a byte count and a block count exclude each other (one end)")
         if self.interval <= 0:
-            raise UsageError("--interval must be above 0")
+            raise SettingError("the interval must be above 0 seconds")
 
     def params(self) -> TestParams:
         return TestParams(

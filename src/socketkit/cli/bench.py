@@ -10,9 +10,9 @@ import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..address import family_from_flags
 from ..errors import UsageError
 from ._common import Env, add_common_options, nonnegative_float, port_number, positive_int
+from ._flags import family_from_flags
 
 __all__ = ["add_parsers"]
 
