@@ -1,8 +1,8 @@
 """socketkit bench and iperf3 3.x speaking one protocol, on the same loopback.
 
-Both pairings run TCP with 1 and 4 streams, reverse, bidir and UDP at
-100 Mbit/s: socketkit's client against ``iperf3 -s``, and ``iperf3 -c``
-against socketkit's server. Each side's JSON is parsed and, stream by
+Both pairings run TCP with 1 and 4 streams, reverse, bidir, UDP at
+100 Mbit/s and a 64 MiB byte count in reverse: socketkit's client against
+``iperf3 -s``, and ``iperf3 -c`` against socketkit's server. Each side's JSON is parsed and, stream by
 stream, the bytes one end sent equal the bytes the other received (UDP:
 sent = received + lost datagrams).
 

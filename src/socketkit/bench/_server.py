@@ -216,7 +216,8 @@ class BenchServer:
                 self.log.write(text + "\n")
                 self.log.flush()
 
-    def _report(self, text: str) -> None:
+    def report(self, text: str) -> None:
+        """Print one test's report (text or JSON) on the server's output."""
         if self.out is not None:
             with self._out_lock:
                 self.out.write(text + "\n")
@@ -504,7 +505,7 @@ class _Control:
         conn.send_all(proto.send_state(State.DISPLAY_RESULTS))
         with contextlib.suppress(SocketkitError):
             self._event(END_TIMEOUT)  # IPERF_DONE, or the client just closes
-        server._report(json.dumps(doc, indent=2) if server.json_output else text)
+        server.report(json.dumps(doc, indent=2) if server.json_output else text)
 
     def _start(self, test: _TestState, streams: list[Stream]) -> Run:
         params = test.params
