@@ -181,7 +181,7 @@ def tunnel_client(
     """A fresh client machine for a proxy of ``kind`` (SOCKS4 sends 4a for a name).
 
     Raises:
-        UsageError: a target or credentials this protocol cannot carry.
+        SettingError: a target or credentials this protocol cannot carry.
     """
     if kind is ProxyKind.HTTP:
         return HttpConnectClient(host, port, username=username, password=password)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -99,7 +98,7 @@ def tls_echo(context: ssl.SSLContext) -> Callable[[socket.socket], None]:
 
 
 def insecure_client() -> ssl.SSLContext:
-    return client_context(TLSSettings(verify=False), warn=io.StringIO())
+    return client_context(TLSSettings(verify=False))
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from socketkit.access import AccessList
 from socketkit.address import InetEndpoint, UnixEndpoint
 from socketkit.errors import AddressError, UsageError
-from socketkit.relay import AccessList, CrlfEncoder, HexDumper, parse_relay_address
+from socketkit.relay import CrlfEncoder, HexDumper, parse_relay_address
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from socketkit.errors import (
     ProxyProtocolError,
     ProxyRefusedError,
     ProxyTargetError,
-    UsageError,
+    SettingError,
 )
 from socketkit.framing.http_proxy import (
     ClientClosed,
@@ -440,10 +440,10 @@ def test_client_end_of_stream_and_usage_errors() -> None:
     with pytest.raises(ProxyRefusedError, match="closed the connection"):
         client.next_event()
     for host, port in (("bad host", 80), ("example.com", 0), ("[1.2.3.4]", 80)):
-        with pytest.raises(UsageError):
+        with pytest.raises(SettingError):
             HttpConnectClient(host, port)
     for username, password in (("a:b", "p"), ("a", "p\r\nX-Injected: 1"), ("a\x00", "p")):
-        with pytest.raises(UsageError):
+        with pytest.raises(SettingError):
             HttpConnectClient("example.com", 80, username=username, password=password)
 
 
@@ -469,7 +469,7 @@ def test_plan_target() -> None:
     assert plan_target("example.com", "both") == TargetPlan(True, True)
     with pytest.raises(AddressError):
         plan_target("example.com", "none")
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError):
         plan_target("example.com", "dns")  # type: ignore[arg-type]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 
 import pytest
 
@@ -55,19 +54,6 @@ def test_the_library_imports_no_argparse() -> None:
 @pytest.mark.parametrize("name", LIBRARY)
 def test_each_library_package_alone_imports_no_argparse(name: str) -> None:
     assert "argparse" not in _modules_after_import(name)
-
-
-def test_tls_command_line_helpers_moved_with_a_warning() -> None:
-    import socketkit.cli._tls
-    import socketkit.tls
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        moved = socketkit.tls.add_tls_arguments  # type: ignore[attr-defined]
-    assert moved is socketkit.cli._tls.add_tls_arguments
-    assert [w.category for w in caught] == [DeprecationWarning]
-    with pytest.raises(AttributeError):
-        socketkit.tls.no_such_name  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_family_flags_are_worded_by_the_command_line() -> None:

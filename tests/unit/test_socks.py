@@ -33,7 +33,7 @@ from socketkit.errors import (
     ProxyProtocolError,
     ProxyRefusedError,
     ProxyTargetError,
-    UsageError,
+    SettingError,
 )
 from socketkit.framing.socks import SocksClient, SocksServer
 from socketkit.framing.tunnel import (
@@ -222,12 +222,12 @@ def test_client_end_of_stream_mid_handshake() -> None:
     ],
 )
 def test_client_usage_errors(version: Literal[4, 5], host: str, kwargs: dict[str, str]) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError):
         SocksClient(version, host, 80, **kwargs)  # type: ignore[arg-type]
 
 
 def test_client_rejects_port_zero() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError):
         SocksClient(5, "h", 0)
 
 
@@ -410,7 +410,7 @@ hosts = st.one_of(
 @given(host=hosts, port=st.integers(1, 65535), version=st.sampled_from([4, 5]), auth=st.booleans())
 def test_client_and_server_agree(host: str, port: int, version: Literal[4, 5], auth: bool) -> None:
     if version == 4 and (":" in host or host.startswith("0.0.0.")):
-        return  # SOCKS4 cannot say these (a UsageError, tested above)
+        return  # SOCKS4 cannot say these (a SettingError, tested above)
     kwargs = {"username": "alice", "password": "s3cret"} if auth and version == 5 else {}
     client = SocksClient(version, host, port, **kwargs)
     server = SocksServer(authenticate=_check if kwargs else None)

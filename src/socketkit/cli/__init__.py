@@ -26,11 +26,11 @@ from typing import Any, NoReturn, TextIO
 from ..errors import SocketkitError, UsageError
 from . import bench, clients, demo, netcat, relay, servers
 from ._common import Env, add_trace_option
+from ._render import PROG, render
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
 EXIT_INTERRUPTED = 130
-PROG = "socketkit"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,9 +86,7 @@ def main(
             import traceback
 
             traceback.print_exc(file=env.stderr)
-        env.stderr.write(
-            f"{PROG}: error: {exc}\n" if not isinstance(exc, UsageError) else f"{exc}\n"
-        )
+        env.stderr.write(render(exc) + "\n")
         env.stderr.flush()
         return exc.exit_code
     except KeyboardInterrupt:

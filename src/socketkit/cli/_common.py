@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from typing import TextIO
 
+from ..access import AccessList
 from ..address import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -21,7 +22,6 @@ from ..address import (
     require_unix_sockets,
 )
 from ..errors import AddressError, UsageError
-from ..relay import AccessList
 from ._flags import family_from_flags
 
 __all__ = [
@@ -223,6 +223,6 @@ def access_list(args: argparse.Namespace) -> AccessList:
         UsageError: an address or range that does not parse.
     """
     try:
-        return AccessList.from_strings(args.allow, args.deny)
+        return AccessList.from_strings(args.allow, args.deny, names=("--allow", "--deny"))
     except AddressError as exc:
         raise UsageError(str(exc)) from exc

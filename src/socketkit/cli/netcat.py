@@ -17,6 +17,7 @@ import sys
 from typing import TextIO
 
 from .._sockets import connect_socket
+from ..access import AccessList
 from ..address import (
     InetEndpoint,
     UnixEndpoint,
@@ -25,7 +26,6 @@ from ..address import (
 )
 from ..errors import AddressError, SocketkitError, UsageError
 from ..relay import (
-    AccessList,
     CrlfEncoder,
     ExecCommand,
     HexDumper,
@@ -38,7 +38,6 @@ from ..relay import (
     run_relay,
     terminate_cleanly,
 )
-from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
 from ._common import (
     Env,
@@ -49,7 +48,7 @@ from ._common import (
     positive_int,
 )
 from ._flags import family_from_flags
-from ._tls import add_tls_arguments, settings_from_args
+from ._tls import add_tls_arguments, client_context_warned, settings_from_args
 
 __all__ = ["add_parsers"]
 
@@ -230,7 +229,7 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
         raise UsageError("--tls works over TCP only (not with -u or -U)")
     settings = settings_from_args(args)
     if role == "client":
-        opts.tls_client = tls_client_context(settings, warn=env.stderr)
+        opts.tls_client = client_context_warned(settings, env.stderr)
         opts.server_hostname = settings.server_name
     else:
         opts.tls_server = tls_server_context(settings, info=env.stderr)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..access import AccessList
 from ..errors import UsageError
-from ..relay import AccessList
 from ..server import (
     SERVICES,
     Limits,

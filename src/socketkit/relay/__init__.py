@@ -1,14 +1,13 @@
-"""Relays: endpoint grammar, openers, the two-way pump, exec, broker, access control.
+"""Relays: endpoint grammar, openers, the two-way pump, exec, broker.
 
 The programs behind ``socketkit connect``, ``listen`` and ``relay``. Layers,
-bottom up: ``_grammar`` (sans-I/O address parser), ``_access`` and
-``_hexdump`` (sans-I/O), ``_channels`` (the two ends of a pump),
+bottom up: ``_grammar`` (sans-I/O address parser), ``_hexdump``
+(sans-I/O), ``_channels`` (the two ends of a pump),
 ``_pump`` (the one copy loop, with Linux's splice fast path), ``_open``
 (addresses to channels and listeners), ``_serve`` (accept loop, exec,
 broker), ``_run`` (the whole program).
 """
 
-from ._access import AccessList, parse_network
 from ._channels import (
     Channel,
     DatagramChannel,
@@ -28,7 +27,6 @@ __all__ = [
     "BUFFER_SIZE",
     "KINDS",
     "Accepted",
-    "AccessList",
     "Channel",
     "CrlfEncoder",
     "DatagramChannel",
@@ -50,7 +48,6 @@ __all__ = [
     "Terminated",
     "open_channel",
     "open_listener",
-    "parse_network",
     "parse_relay_address",
     "pump",
     "run_exec",

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from .._sockets import bind_socket, bound_port, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
-from ..errors import UsageError, translate_os_error
+from ..errors import SettingError, translate_os_error
 from ..tls import HANDSHAKE_TIMEOUT, MemoryTLS, handshake_memory
 from ._channels import Channel, DatagramChannel, SocketChannel, StdioChannel, TLSChannel
 from ._grammar import RelayAddress
@@ -224,12 +224,12 @@ def open_listener(addr: RelayAddress, opts: OpenOptions, *, backlog: int | None 
 
     Raises:
         ListenError: address in use, permission, bad path.
-        UsageError: tls-listen without a server context.
+        SettingError: tls-listen without a server context (hint ``"certificate"``).
     """
     endpoint = addr.endpoint
     assert endpoint is not None, addr
     if addr.transport == "tls" and opts.tls_server is None:
-        raise UsageError("tls-listen needs a certificate: --cert FILE or --self-signed")
+        raise SettingError("tls-listen needs a certificate", hint="certificate")
     sock_type = socket.SOCK_DGRAM if addr.transport == "udp" else socket.SOCK_STREAM
     option_backlog = addr.get("backlog")
     if option_backlog is not None:

@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from ..access import AccessList
 from ..address import InetEndpoint, UnixEndpoint
 from ..errors import UsageError
-from ._access import AccessList
 from ._channels import Channel, StdioChannel
 from ._grammar import RelayAddress
 from ._open import Accepted, Listener, Log, OpenOptions, open_channel, open_listener

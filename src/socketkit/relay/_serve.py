@@ -35,8 +35,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..access import AccessList
 from ..errors import SocketkitError, UsageError
-from ._access import AccessList
 from ._channels import Channel, PipeChannel, SocketChannel, StdioChannel
 from ._open import Accepted, Listener, Log
 from ._pump import BUFFER_SIZE, OutputClosedError, PumpOptions, pump
