@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from socketkit._mmsg import DatagramBatch
-from socketkit.server import ServerLog
+from socketkit.server import SERVICES, ServerLog
 from socketkit.server._engine import DatagramEngine
 from socketkit.server._log import Stats
-from socketkit.server._services import Service
 from socketkit.sync import open_datagram_client
 
 from helpers import LOOPBACK_TIMEOUT, start_server
@@ -132,7 +131,7 @@ def _serving(engine: DatagramEngine) -> Iterator[list[Stats]]:
 def _engine(
     sock: socket.socket, batched: bool, service: str = "echo", **kw: object
 ) -> DatagramEngine:
-    engine = DatagramEngine(sock, Service(service), log=ServerLog(verbose=False), **kw)  # type: ignore[arg-type]
+    engine = DatagramEngine(sock, SERVICES[service](), log=ServerLog(verbose=False), **kw)  # type: ignore[arg-type]
     if not batched:
         engine._batch = None
     return engine
@@ -194,7 +193,7 @@ def test_engine_refuses_by_filter_and_answers_hello(batched: bool) -> None:
             with _serving(engine) as stats:
                 client.sendto(b"one", server.getsockname())
                 other.sendto(b"two", server.getsockname())
-                assert other.recv(100) == b"Hello from server"
+                assert other.recv(100) == b"Message received"
             client.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 client.recv(100)

@@ -1,29 +1,48 @@
 """The server engine: services, limits, graceful shutdown, on asyncio (uvloop if present).
 
->>> from socketkit.server import ServerConfig, ServerLog, run_stream_server
->>> run_stream_server(ServerConfig(service="echo"), ServerLog())   # doctest: +SKIP
+A server is a ``ServerConfig`` (where, which ``Service``, limits, TLS) run by
+``run_stream_server`` or ``run_datagram_server``; the engines underneath
+(``StreamEngine``, ``DatagramEngine``) serve any bound sockets handed to
+them. The built-in services are in ``SERVICES`` by name; one's own coroutine
+per connection is a ``HandlerService``::
+
+    from socketkit.server import Echo, ServerConfig, ServerLog, run_stream_server
+
+    run_stream_server(ServerConfig(service=Echo()), ServerLog())
 """
 
 from ._engine import DatagramEngine, Limits, StreamEngine
-from ._handler import Handler
+from ._handler import Handler, HandlerService
 from ._log import ServerLog, Stats
-from ._loop import loop_name, run
 from ._run import ServerConfig, run_datagram_server, run_stream_server
-from ._services import SERVICES, ConnectionProtocol, Service
+from ._services import (
+    SERVICES,
+    Chargen,
+    ConnectionProtocol,
+    Daytime,
+    Discard,
+    Echo,
+    Hello,
+    Service,
+)
 
 __all__ = [
     "SERVICES",
+    "Chargen",
     "ConnectionProtocol",
     "DatagramEngine",
+    "Daytime",
+    "Discard",
+    "Echo",
     "Handler",
+    "HandlerService",
+    "Hello",
     "Limits",
     "ServerConfig",
     "ServerLog",
     "Service",
     "Stats",
     "StreamEngine",
-    "loop_name",
-    "run",
     "run_datagram_server",
     "run_stream_server",
 ]

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -50,16 +51,19 @@ def workers_supported() -> bool:
     )
 
 
-def _worker(config: ServerConfig, log: ServerLog, index: int, ready: Pipe) -> None:
-    from ._run import run_stream_server
+#: ``run_stream_server``: what each worker runs (passed in by ``_run``, which
+#: imports this module, so that the two do not import each other).
+Serve = Callable[..., Stats]
 
+
+def _worker(config: ServerConfig, log: ServerLog, serve: Serve, index: int, ready: Pipe) -> None:
     # Forget the parent's forwarding handlers: each worker stops on its own
     # SIGTERM/SIGINT (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     log.label = f"worker {index}"
     try:
-        run_stream_server(
+        serve(
             config,
             log,
             on_ready=lambda engine: ready.send(index),
@@ -72,16 +76,18 @@ def _worker(config: ServerConfig, log: ServerLog, index: int, ready: Pipe) -> No
         ready.close()
 
 
-def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
-    """Run ``config.workers`` processes on one port; return the parent's (empty) stats."""
+def run_workers(config: ServerConfig, log: ServerLog, serve: Serve) -> Stats:
+    """Run ``config.workers`` processes on one port; return the parent's (empty) stats.
+
+    Args:
+        serve: ``run_stream_server``, run in each worker with ``workers=1``.
+    """
     if not workers_supported() or not isinstance(config.endpoint, InetEndpoint):
         log.warning(
-            f"--workers {config.workers}: several processes on one port need SO_REUSEPORT "
+            f"{config.workers} workers: several processes on one port need SO_REUSEPORT "
             "on Linux or FreeBSD and a TCP port; running one worker"
         )
-        from ._run import run_stream_server
-
-        return run_stream_server(replace(config, workers=1), log)
+        return serve(replace(config, workers=1), log)
 
     reserve = bind_socket(config.endpoint, family=config.family, reuse_port=True, listen=False)
     port = reserve.getsockname()[1]
@@ -91,7 +97,7 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     procs = [
-        ctx.Process(target=_worker, args=(worker_config, log, i, sender), name=f"worker-{i}")
+        ctx.Process(target=_worker, args=(worker_config, log, serve, i, sender), name=f"worker-{i}")
         for i in range(config.workers)
     ]
     stopping = False
