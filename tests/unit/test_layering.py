@@ -63,3 +63,15 @@ def test_family_flags_are_worded_by_the_command_line() -> None:
         family_from_flags(ipv4=True, ipv6=True)
     assert str(info.value) == "choose at most one of -4 and -6"
     assert info.value.exit_code == 2
+
+
+def test_the_version_is_written_once() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import socketkit
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    assert socketkit.__version__ == project["version"]
+    assert '__version__ = "' not in (Path(socketkit.__file__)).read_text()
