@@ -78,6 +78,10 @@ HINTS = {
     "ca-file": " (trust its CA with TLSSettings(cafile=...), or verify=False skips verification)",
     # A TLS server without a certificate.
     "certificate": ": TLSSettings(certfile=..., keyfile=...) or TLSSettings(self_signed=True)",
+    # A bench peer that is no iperf3 server but may echo.
+    "latency": " (the latency mode measures against any echo server)",
+    # A latency test against a peer that does not echo.
+    "latency-peer": ": the latency mode needs an echo service or socketkit bench server",
 }
 
 

@@ -385,7 +385,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UnsupportedError("--plot needs matplotlib: pip install 'socketkit[plot]'") from None
+        raise UnsupportedError("plotting needs matplotlib: pip install 'socketkit[plot]'") from None
     width, height = PLOT_SIZE
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(width / 100, height / 100), dpi=100)
     intervals = doc["intervals"]

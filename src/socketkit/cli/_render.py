@@ -20,6 +20,8 @@ FLAG_HINTS = {
     "insecure": " (use --insecure to skip verification)",
     "ca-file": " (pass its CA with --ca-file) (use --insecure to skip verification)",
     "certificate": ": --cert FILE (and --key FILE) or --self-signed",
+    "latency": " (--latency measures against any echo server)",
+    "latency-peer": ": --latency needs an echo service or socketkit bench server",
 }
 assert FLAG_HINTS.keys() == HINTS.keys(), "a hint kind without its command-line wording"
 
