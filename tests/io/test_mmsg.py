@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from socketkit._mmsg import DatagramBatch
-from socketkit.server import SERVICES, ServerLog
+from socketkit.server import SERVICES, ServerLog, Service
 from socketkit.server._engine import DatagramEngine
 from socketkit.server._log import Stats
 from socketkit.sync import open_datagram_client
@@ -226,3 +226,50 @@ def test_traced_udp_server_shows_each_recvfrom_and_sendto() -> None:
         assert srv.wait() == 0
         assert re.search(r"recvfrom\(.*\) = 4", srv.err + srv.out)
         assert re.search(r"sendto\(.*\) = 16", srv.err + srv.out)
+
+
+class _Upper(Service):
+    """A service of one's own: the engine knows it only by what it says of itself."""
+
+    name = "upper"
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        return data.upper()
+
+
+class _Mirror(Service):
+    """Another: its datagram reply is the datagram, so whole batches go back untouched."""
+
+    name = "mirror"
+    echoes_datagrams = True
+
+
+@pytest.mark.parametrize("batched", PATHS)
+def test_engine_serves_a_service_of_ones_own(batched: bool) -> None:
+    server, client = _pair()
+    with server, client:
+        engine = DatagramEngine(server, _Upper(), log=ServerLog(verbose=False))
+        if not batched:
+            engine._batch = None
+        assert not engine._plain_echo
+        with _serving(engine) as stats:
+            for m in (b"one", b"two"):
+                client.sendto(m, server.getsockname())
+                assert client.recv(100) == m.upper()
+        assert stats[0].datagrams_out == 2
+
+
+@pytest.mark.parametrize("batched", PATHS)
+def test_a_service_that_echoes_datagrams_takes_the_plain_echo_path(batched: bool) -> None:
+    server, client = _pair()
+    with server, client:
+        engine = DatagramEngine(server, _Mirror(), log=ServerLog(verbose=False))
+        if not batched:
+            engine._batch = None
+        assert engine._plain_echo
+        with _serving(engine) as stats:
+            sent = [b"x" * i for i in range(1, 33)]
+            for m in sent:
+                client.sendto(m, server.getsockname())
+            assert [client.recv(100) for _ in sent] == sent
+        assert stats[0].datagrams_in == stats[0].datagrams_out == 32
