@@ -6,9 +6,12 @@ already) and reads ``sys.modules`` there. No socket is opened.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,60 @@ def test_the_version_is_written_once() -> None:
     project = tomllib.loads(pyproject.read_text())["project"]
     assert socketkit.__version__ == project["version"]
     assert project["version"] not in Path(socketkit.__file__).read_text()
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "socketkit"
+#: An option as a user types it: ``--insecure``, ``-k/...``, ``-4 ``.
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+|(?<![\w-])-[a-zA-Z46](?=[/ ])")
+#: Library strings that name options on purpose, and why.
+_FLAGS_ALLOWED = {
+    # iperf3's own option names, in the refusals sent to an iperf3 client.
+    "bench/_protocol.py",
+}
+
+
+def _library_modules() -> list[Path]:
+    return [p for p in sorted(SRC.rglob("*.py")) if "cli" not in p.relative_to(SRC).parts]
+
+
+def _strings_that_reach_users(tree: ast.AST) -> list[ast.Constant]:
+    """Every string constant but docstrings."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_the_library_names_no_command_line_option() -> None:
+    # Hints are kinds (``exc.hint``) that the CLI words with its options.
+    found = []
+    for path in _library_modules():
+        rel = path.relative_to(SRC).as_posix()
+        if rel in _FLAGS_ALLOWED:
+            continue
+        for node in _strings_that_reach_users(ast.parse(path.read_text())):
+            if _FLAG.search(node.value):
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not found, "\n".join(found)
+
+
+def test_only_the_command_line_raises_usage_errors() -> None:
+    # The library raises SettingError (or its own errors) for bad settings.
+    found = [
+        f"{path.relative_to(SRC)}:{node.lineno}"
+        for path in _library_modules()
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Name | ast.alias)
+        and (node.id if isinstance(node, ast.Name) else node.name) == "UsageError"
+    ]
+    assert not found, found

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..access import AccessList
 from ..address import InetEndpoint, UnixEndpoint
-from ..errors import UsageError
+from ..errors import SettingError
 from ._channels import Channel, StdioChannel
 from ._grammar import RelayAddress
 from ._open import Accepted, Listener, Log, OpenOptions, open_channel, open_listener
@@ -128,13 +128,18 @@ def run_relay(
             first.close()
     keep_open = settings.keep_open or a.fork
     if a.transport == "udp" and keep_open:
-        raise UsageError("-k/fork is not supported for UDP listeners (UDP has no connections)")
+        raise SettingError(
+            "keep-open and fork are not supported for UDP listeners (UDP has no connections)"
+        )
     listener = open_listener(a, settings.open, backlog=settings.backlog)
     try:
         _announce(listener, settings)
         if (settings.broker or isinstance(b, ExecCommand)) and not _is_loopback(listener):
-            what = "--broker" if settings.broker else f"exec of {b}"
-            guard = "" if settings.access.active else "; restrict it with --allow or bind 127.0.0.1"
+            what = "the broker" if settings.broker else f"exec of {b}"
+            allow = settings.access.names[0]
+            guard = (
+                "" if settings.access.active else f"; restrict it with {allow} or bind 127.0.0.1"
+            )
             log.warn(
                 f"warning: {what} on {listener.name} is open to every host that can reach it{guard}"
             )

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..access import AccessList
-from ..errors import SocketkitError, UsageError
+from ..errors import SettingError, SocketkitError
 from ._channels import Channel, PipeChannel, SocketChannel, StdioChannel
 from ._open import Accepted, Listener, Log
 from ._pump import BUFFER_SIZE, OutputClosedError, PumpOptions, pump
@@ -144,13 +144,13 @@ class ExecCommand:
     def program(cls, text: str | Sequence[str]) -> ExecCommand:
         argv = tuple(shlex.split(text)) if isinstance(text, str) else tuple(text)
         if not argv:
-            raise UsageError("exec: empty command")
+            raise SettingError("exec: empty command")
         return cls(argv)
 
     @classmethod
     def shell_line(cls, text: str) -> ExecCommand:
         if not text.strip():
-            raise UsageError("exec: empty command")
+            raise SettingError("exec: empty command")
         if os.name == "nt":
             return cls(("cmd.exe", "/c", text), shell=True)
         return cls(("/bin/sh", "-c", text), shell=True)
@@ -160,9 +160,9 @@ class ExecCommand:
         prog = self.argv[0]
         if os.sep in prog or (os.altsep and os.altsep in prog):
             if not os.access(prog, os.X_OK):
-                raise UsageError(f"exec: cannot run {prog!r}: not an executable file")
+                raise SettingError(f"exec: cannot run {prog!r}: not an executable file")
         elif shutil.which(prog) is None:
-            raise UsageError(f"exec: cannot run {prog!r}: not found on PATH")
+            raise SettingError(f"exec: cannot run {prog!r}: not found on PATH")
 
     def __str__(self) -> str:
         return self.argv[-1] if self.shell else shlex.join(self.argv)
@@ -179,7 +179,7 @@ def run_exec(command: ExecCommand, channel: Channel, log: Log, peer: str) -> int
             try:
                 proc = subprocess.Popen(command.argv, stdin=fd, stdout=fd, close_fds=True)
             except OSError as exc:
-                raise UsageError(f"exec: cannot run {command}: {exc.strerror or exc}") from exc
+                raise SettingError(f"exec: cannot run {command}: {exc.strerror or exc}") from exc
             channel.close()  # the child holds the connection now
             log.info(f"exec: started {command} (pid {proc.pid}) for {peer}")
             status = proc.wait()
@@ -189,7 +189,7 @@ def run_exec(command: ExecCommand, channel: Channel, log: Log, peer: str) -> int
                     command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
                 )
             except OSError as exc:
-                raise UsageError(f"exec: cannot run {command}: {exc.strerror or exc}") from exc
+                raise SettingError(f"exec: cannot run {command}: {exc.strerror or exc}") from exc
             log.info(f"exec: started {command} (pid {proc.pid}, through pipes) for {peer}")
             pipes = PipeChannel(proc, f"exec {command}")
             try:

@@ -14,6 +14,7 @@ per connection is a ``HandlerService``::
 from ._engine import DatagramEngine, Limits, StreamEngine
 from ._handler import Handler, HandlerService
 from ._log import ServerLog, Stats
+from ._loop import loop_name, run
 from ._run import ServerConfig, run_datagram_server, run_stream_server
 from ._services import (
     SERVICES,
@@ -43,6 +44,8 @@ __all__ = [
     "Service",
     "Stats",
     "StreamEngine",
+    "loop_name",
+    "run",
     "run_datagram_server",
     "run_stream_server",
 ]
