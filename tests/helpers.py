@@ -75,7 +75,8 @@ class Proc:
         self.out_bytes = b""
         self.err_bytes = b""
         self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
         for stream in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
             self._sel.register(stream, selectors.EVENT_READ)

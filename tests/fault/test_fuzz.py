@@ -274,7 +274,8 @@ def test_relay_grammar_parses_or_raises_one_line_address_error(text: str) -> Non
     try:
         parse_relay_address(text)
     except (AddressError, UsageError) as exc:
-        assert str(exc) and "\n" not in str(exc)
+        assert str(exc)
+        assert "\n" not in str(exc)
 
 
 @FUZZ

@@ -82,7 +82,8 @@ def server_cmd(impl: str, proto: str, *, ipv6: bool = False, unix: Path | None =
             return c_cmd(program, "-U", str(unix))
         return c_cmd(program, *(["-6"] if ipv6 else []), "0")
     if impl == "java":
-        assert not ipv6 and unix is None, "the Java peers do IPv4 only"
+        assert not ipv6, "the Java peers do IPv4 only"
+        assert unix is None, "the Java peers do IPv4 only"
         return java_cmd(JAVA_PROGRAMS[(proto, "server")], "0")
     raise ValueError(impl)
 

@@ -61,7 +61,8 @@ def test_batch_receives_echoes_and_replies(family: int) -> None:
         # Loopback delivers in order; all five were queued before the call.
         assert n == 5
         assert [batch.data(i) for i in range(n)] == messages
-        assert batch.total(n) == 15 and batch.longest(n) == 5
+        assert batch.total(n) == 15
+        assert batch.longest(n) == 5
         sender = batch.address(0, family)
         assert sender[:2] == client.getsockname()[:2]
         assert batch.echo(server, n) == 5

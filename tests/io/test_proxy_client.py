@@ -103,7 +103,8 @@ def test_sync_http_digest_or_basic_after_a_challenge_reconnects() -> None:
         first = sync.connect(f"127.0.0.1:{port}", timeout=LOOPBACK_TIMEOUT)
         tunnel, _ = handshake(first, client, reconnect=reconnect)
         with tunnel:
-            assert first.closed and tunnel is opened_connections[0]
+            assert first.closed
+            assert tunnel is opened_connections[0]
             tunnel.send_all(MESSAGE)
             assert tunnel.receive_exactly(len(MESSAGE)) == MESSAGE
     assert log.rejections == ["HTTP 407: credentials missing"]

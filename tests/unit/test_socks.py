@@ -492,7 +492,8 @@ def test_client_arbitrary_replies_wait_open_or_proxy_error(
 
 def test_server_reports_non_utf8_names_as_escapes() -> None:
     event, _ = drive_server(b"\x04\x01\x00P\x7f\x00\x00\x01a\xff\x00")
-    assert isinstance(event, TunnelRequest) and event.username == "a\\xff"
+    assert isinstance(event, TunnelRequest)
+    assert event.username == "a\\xff"
 
 
 @PROPERTY
