@@ -88,7 +88,7 @@ def _socketkit(*extra: str) -> Callable[[int, int], list[str]]:
 
 # relay name -> (listen_port, target_port) -> command line
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
-    "direct": lambda listen, target: [],
+    "direct": lambda _listen, _target: [],
     "socketkit": _socketkit(),
     "socketkit-splice": _socketkit("--splice"),
     "socat": lambda listen, target: [

@@ -187,7 +187,8 @@ MATRIX = [
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), MATRIX)
-def test_matrix(built_peers: None, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_matrix(proto: str, client: str, server: str) -> None:
     exchange(proto, client, server)
 
 
@@ -206,7 +207,8 @@ NATIVE_MATRIX = [
 @needs_ipv6
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), NATIVE_MATRIX)
-def test_ipv6(built_peers: None, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_ipv6(proto: str, client: str, server: str) -> None:
     # socketkit binds ::1 itself; the C server binds :: (-6).
     exchange(proto, client, server, host="::1", ipv6=True)
 
@@ -214,7 +216,8 @@ def test_ipv6(built_peers: None, proto: str, client: str, server: str) -> None:
 @needs_unix
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), NATIVE_MATRIX)
-def test_unix(built_peers: None, tmp_path: Path, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_unix(tmp_path: Path, proto: str, client: str, server: str) -> None:
     # tcp-*: a Unix stream socket; udp-*: a Unix datagram socket.
     path = tmp_path / f"{proto}.sock"
     # The C datagram client binds a temporary address of its own in $TMPDIR
@@ -235,7 +238,8 @@ def test_unix(built_peers: None, tmp_path: Path, proto: str, client: str, server
 
 
 @pytest.mark.timeout(90)
-def test_tcp_client_count_against_long_running_server(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_tcp_client_count_against_long_running_server() -> None:
     started = time.monotonic()
     with Proc(socketkit_argv("tcp-server", "-p", "0")) as srv:
         port = srv.wait_for(LISTENING["tcp"], EXCHANGE_DEADLINE).group(2)
@@ -265,7 +269,8 @@ def test_tcp_client_count_against_long_running_server(built_peers: None) -> None
 
 
 @pytest.mark.timeout(90)
-def test_socketkit_server_answers_a_client_that_never_half_closes(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_socketkit_server_answers_a_client_that_never_half_closes() -> None:
     # The lecture's C and Python clients send "Hello from client" with no
     # newline and do NOT half-close (our C peer does): they just wait in one
     # recv. The server must answer what arrived, not wait for a newline or

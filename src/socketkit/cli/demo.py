@@ -24,5 +24,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     demo.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace, env: Env) -> int:
+def run(_args: argparse.Namespace, env: Env) -> int:
     return run_demo(env.stdout, titles=TITLES)

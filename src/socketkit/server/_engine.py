@@ -606,7 +606,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
         return undo
     previous = {sig: signal.getsignal(sig) for sig in signals}
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(_signum: int, _frame: object) -> None:
         loop.call_soon_threadsafe(stop)
 
     for sig in signals:

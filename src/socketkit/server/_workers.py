@@ -66,7 +66,7 @@ def _worker(config: ServerConfig, log: ServerLog, serve: Serve, index: int, read
         serve(
             config,
             log,
-            on_ready=lambda engine: ready.send(index),
+            on_ready=lambda _engine: ready.send(index),
             announce=False,
         )
     except Exception as exc:
@@ -102,7 +102,7 @@ def run_workers(config: ServerConfig, log: ServerLog, serve: Serve) -> Stats:
     ]
     stopping = False
 
-    def forward(signum: int, frame: object) -> None:
+    def forward(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for proc in procs:
