@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from socketkit.cli import main
 
@@ -136,7 +136,7 @@ class Proc:
             self.proc.send_signal(sig)
         return self.wait(timeout)
 
-    def __enter__(self) -> Proc:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

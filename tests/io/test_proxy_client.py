@@ -7,7 +7,7 @@ the tunnel instead of connecting to the target.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -47,7 +47,7 @@ def _check(user: str, password: str) -> bool:
 
 
 def _client(kind: str, host: str, auth: bool) -> TunnelClient:
-    credentials = {"username": "alice", "password": "s3cret"} if auth else {}
+    credentials: dict[str, Any] = {"username": "alice", "password": "s3cret"} if auth else {}
     if kind == "http":
         return HttpConnectClient(host, 8080, **credentials)
     version: Literal[4, 5] = 4 if kind == "socks4" else 5

@@ -107,7 +107,7 @@ class TestRawCodec:
 
     def test_encode_is_identity(self) -> None:
         assert RawCodec().encode(b"\x00\n\r") == b"\x00\n\r"
-        assert RawCodec().encode(bytearray(b"ab")) == b"ab"
+        assert RawCodec().encode(bytearray(b"ab")) == b"ab"  # type: ignore[arg-type]
 
     def test_settings(self) -> None:
         assert RawCodec().max_message_size == DEFAULT_MAX_CHUNK_SIZE == 64 * 1024

@@ -8,7 +8,7 @@ and RFC 1929. Opens no socket.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -386,7 +386,7 @@ def test_server_refuses_calls_out_of_order() -> None:
 # -- client against server ----------------------------------------------------
 
 
-def handshake(client: SocksClient, server: SocksServer, bound: tuple[str, int]) -> object:
+def handshake(client: SocksClient, server: SocksServer, bound: tuple[str, int]) -> tuple[Any, Any]:
     for _ in range(5):
         server.receive_data(client.data_to_send())
         event = server.next_event()
@@ -414,7 +414,7 @@ def test_client_and_server_agree(host: str, port: int, version: Literal[4, 5], a
     kwargs = {"username": "alice", "password": "s3cret"} if auth and version == 5 else {}
     client = SocksClient(version, host, port, **kwargs)
     server = SocksServer(authenticate=_check if kwargs else None)
-    request, opened = handshake(client, server, ("192.0.2.1", 1080))  # type: ignore[misc]
+    request, opened = handshake(client, server, ("192.0.2.1", 1080))
     assert (request.host, request.port) == (host.lower() if ":" not in host else host, port)
     assert opened == TunnelOpen(("192.0.2.1", 1080), b"")
 
