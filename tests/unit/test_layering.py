@@ -135,3 +135,25 @@ def test_only_the_command_line_raises_usage_errors() -> None:
         and (node.id if isinstance(node, ast.Name) else node.name) == "UsageError"
     ]
     assert not found, found
+
+
+#: The packages and modules a library user imports.
+PUBLIC = ["socketkit", "socketkit.errors", *LIBRARY, "socketkit.access", "socketkit.bench"]
+PUBLIC += ["socketkit.trace", "socketkit.lecture"]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_is_documented_and_none_is_private(name: str) -> None:
+    import importlib
+    import inspect
+
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert not [n for n in exported if n.startswith("_") and n != "__version__"]
+    undocumented = [
+        n
+        for n in exported
+        if (inspect.isclass(obj := getattr(module, n)) or inspect.isfunction(obj))
+        and not (inspect.getdoc(obj) or "").strip()
+    ]
+    assert not undocumented, f"{name}: {undocumented} have no docstring"
