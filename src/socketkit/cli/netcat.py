@@ -183,7 +183,7 @@ def _exec_command(args: argparse.Namespace) -> ExecCommand | None:
     return command
 
 
-def _pump_options(args: argparse.Namespace, log: Log, env: Env) -> PumpOptions:
+def _pump_options(args: argparse.Namespace, _log: Log, env: Env) -> PumpOptions:
     opts = PumpOptions(
         a_to_b=not args.recv_only,
         b_to_a=not args.send_only,

@@ -182,7 +182,8 @@ class PipeChannel(Channel):
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], name: str) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         self.proc = proc
         self.name = name
         self._in = proc.stdin

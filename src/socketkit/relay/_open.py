@@ -102,7 +102,8 @@ def open_channel(addr: RelayAddress, opts: OpenOptions) -> Channel:
     name = str(endpoint)
     opts.log.info(f"connected to {name}")
     if addr.transport == "tls":
-        assert opts.tls_client is not None and isinstance(endpoint, InetEndpoint)
+        assert opts.tls_client is not None
+        assert isinstance(endpoint, InetEndpoint)
         host = endpoint.host or "localhost"
         tls = handshake_memory(
             sock,

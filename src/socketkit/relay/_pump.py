@@ -211,7 +211,8 @@ class _Pump:
 
     def _splice(self, d: _Direction) -> None:
         src_fd, dst_fd = d.src.splice_fd, d.dst.splice_fd
-        assert src_fd is not None and dst_fd is not None
+        assert src_fd is not None
+        assert dst_fd is not None
         rd, wr = os.pipe()
         try:
             size = PIPE_SIZE

@@ -61,7 +61,7 @@ def terminate_cleanly() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(_signum: int, _frame: object) -> None:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
