@@ -4,14 +4,16 @@ A server is a ``ServerConfig`` (where, which ``Service``, limits, TLS) run by
 ``run_stream_server`` or ``run_datagram_server``; the engines underneath
 (``StreamEngine``, ``DatagramEngine``) serve any bound sockets handed to
 them. The built-in services are in ``SERVICES`` by name; one's own coroutine
-per connection is a ``HandlerService``::
+per connection is a ``HandlerService``; a service with a protocol of its own
+subclasses ``Service`` and returns a ``ProtocolFactory`` (a
+``ConnectionProtocol`` subclass, given the ``ConnectionHost`` that runs it)::
 
     from socketkit.server import Echo, ServerConfig, ServerLog, run_stream_server
 
     run_stream_server(ServerConfig(service=Echo()), ServerLog())
 """
 
-from ._engine import DatagramEngine, Limits, StreamEngine
+from ._engine import ConnectionHost, DatagramEngine, Limits, StreamEngine
 from ._handler import Handler, HandlerService
 from ._log import ServerLog, Stats
 from ._loop import loop_name, run
@@ -24,12 +26,14 @@ from ._services import (
     Discard,
     Echo,
     Hello,
+    ProtocolFactory,
     Service,
 )
 
 __all__ = [
     "SERVICES",
     "Chargen",
+    "ConnectionHost",
     "ConnectionProtocol",
     "DatagramEngine",
     "Daytime",
@@ -39,6 +43,7 @@ __all__ = [
     "HandlerService",
     "Hello",
     "Limits",
+    "ProtocolFactory",
     "ServerConfig",
     "ServerLog",
     "Service",

@@ -402,6 +402,7 @@ class DaytimeProtocol(ConnectionProtocol):
         self.close()
 
 
+#: Makes the protocol of one new connection, given the engine that runs it.
 ProtocolFactory = Callable[["ConnectionHost"], ConnectionProtocol]
 
 
