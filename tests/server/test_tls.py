@@ -98,4 +98,4 @@ def test_self_signed_and_insecure(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tls_options_need_tls() -> None:
     result = run_cli("tcp-client", "--insecure")
     assert result.code == 2
-    assert result.err.strip() == "--insecure needs --tls"
+    assert result.err.strip() == "socketkit: error: --insecure needs --tls"

@@ -4,7 +4,7 @@ Exit codes (documented in the README):
     0    success
     1    an error not covered below
     2    bad input: usage, malformed address, bad port, unknown host
-    3    connection refused or unreachable
+    3    connection refused or unreachable (a UDP port too), TLS handshake failed
     4    cannot listen: address in use, permission, unusable path
     5    timed out
     6    connection broken by the peer or the network
@@ -13,13 +13,22 @@ Exit codes (documented in the README):
     130  interrupted (Ctrl-C)
 
 ``main`` is what the console script runs; tests call it with their own argv
-and streams. A ``SocketkitError`` is printed as one line; anything else is a
-bug and is shown in full.
+and streams. A ``SocketkitError`` is printed as one line,
+``socketkit: error: <what>``, whatever the command and whatever the error
+(usage ones included); anything else is a bug and is shown in full. When
+standard error cannot be written (a closed pipe) the line is dropped, never
+the exit code.
+
+``console_main`` first makes sure descriptors 0, 1 and 2 are open (on the
+null device when the caller closed them), before any socket exists: a
+socket that got descriptor 0 or 1 would be read as standard input or
+written as standard output.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, NoReturn, TextIO
 
@@ -27,7 +36,7 @@ from ..errors import SocketkitError, UsageError
 from . import bench, clients, demo, netcat, relay, servers
 from ._common import Env, add_trace_option
 
-__all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "build_parser", "main", "report_error", "reserve_standard_fds"]
 
 EXIT_INTERRUPTED = 130
 PROG = "socketkit"
@@ -37,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a ``UsageError``."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: error: {message} (see --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,19 +94,34 @@ def main(
         if show_traceback:
             import traceback
 
-            traceback.print_exc(file=env.stderr)
-        env.stderr.write(
-            f"{PROG}: error: {exc}\n" if not isinstance(exc, UsageError) else f"{exc}\n"
-        )
-        env.stderr.flush()
+            _say(env.stderr, "".join(traceback.format_exc()))
+        report_error(env.stderr, str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        env.stderr.write("interrupted\n")
+        report_error(env.stderr, "interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Standard output went away (``socketkit ... | head``): exit quietly.
-        _silence_stdout()
+        _silence(sys.stdout)
         return 0
+
+
+def report_error(stderr: TextIO, message: str) -> None:
+    """Write the one error line every command uses: ``socketkit: error: <message>``."""
+    _say(stderr, f"{PROG}: error: {message}\n")
+
+
+def _say(stream: TextIO, text: str) -> None:
+    """Write ``text`` to ``stream``; when it is gone (a closed pipe), drop it quietly.
+
+    The stream is pointed at the null device, so that the interpreter's
+    final flush cannot fail either and the exit status stays the command's.
+    """
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        _silence(stream)
 
 
 def _run_traced(args: argparse.Namespace, env: Env) -> int:
@@ -111,14 +135,39 @@ def _run_traced(args: argparse.Namespace, env: Env) -> int:
     return code
 
 
-def _silence_stdout() -> None:
-    import os
-
+def _silence(stream: TextIO) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
     except (OSError, ValueError):
         pass
+
+
+def reserve_standard_fds() -> None:
+    """Open the null device on whichever of descriptors 0, 1 and 2 is closed.
+
+    A program started with ``<&-`` or ``>&-`` has a free descriptor 0 or 1,
+    and the next socket would take it: ``connect`` would then read its own
+    socket as standard input, and prints would go to the peer. Python also
+    leaves ``sys.stdin``/``sys.stdout``/``sys.stderr`` as None for a closed
+    descriptor; they get text streams on the null device. Input reads as
+    empty, output is discarded, exit codes stay meaningful.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def console_main() -> NoReturn:
@@ -127,4 +176,5 @@ def console_main() -> NoReturn:
     SIGPIPE keeps Python's default (ignored), so a closed standard output
     raises BrokenPipeError, which ``main`` turns into a quiet exit.
     """
+    reserve_standard_fds()
     sys.exit(main())
