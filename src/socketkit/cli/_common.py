@@ -38,6 +38,7 @@ __all__ = [
     "port_number",
     "positive_int",
     "server_endpoint",
+    "wait_seconds",
 ]
 
 
@@ -82,6 +83,17 @@ def nonnegative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
+
+
+def wait_seconds(text: str) -> float | None:
+    """A ``-w`` timeout: seconds, where 0 means no time limit (None), as in connect and relay.
+
+    A zero timeout taken literally would make every blocking call fail at
+    once (a TCP connect reports "operation now in progress"), so 0 means
+    what netcat users mean by it: wait as long as the system does.
+    """
+    value = nonnegative_float(text)
+    return None if value == 0 else value
 
 
 def positive_float(text: str) -> float:
@@ -172,7 +184,11 @@ def add_client_options(
         "--count", type=positive_int, default=1, help="send N messages, print N replies"
     )
     parser.add_argument(
-        "-w", "--timeout", type=nonnegative_float, default=5.0, help="seconds to wait (default 5)"
+        "-w",
+        "--timeout",
+        type=wait_seconds,
+        default=5.0,
+        help="seconds to wait for each step (default 5; 0: no limit)",
     )
     add_common_options(parser)
 

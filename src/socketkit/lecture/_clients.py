@@ -44,7 +44,8 @@ class ClientConfig:
     family: int = socket.AF_UNSPEC
     message: bytes | None = None
     count: int = 1
-    timeout: float = 5.0
+    #: Seconds each step may take; None: no limit.
+    timeout: float | None = 5.0
     retries: int = 2
     max_reply_size: int = 64 * 1024
     ssl_context: ssl.SSLContext | None = None
