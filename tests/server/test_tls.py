@@ -104,7 +104,7 @@ def test_tls_options_need_tls() -> None:
 @pytest.mark.parametrize(
     ("files", "text"),
     [
-        (("chain",), "{chain} holds no private key: give it with --key FILE"),
+        (("chain",), "{chain} holds no private key: give it with --key FILE (key= in a relay)"),
         (("chain", "chain"), "{chain} holds no private key (PEM)"),
         (("key", "key"), "{key} holds no certificate (PEM)"),
     ],
