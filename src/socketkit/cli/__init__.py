@@ -45,6 +45,16 @@ PROG = "socketkit"
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a ``UsageError``."""
 
+    def _parse_optional(self, arg_string: str):  # type: ignore[no-untyped-def]
+        # With -4 and -6 defined, argparse takes "-1" for an option, so
+        # "-p -1" said "expected one argument". A negative number that is not
+        # one of our options is a value: its type then says what is wrong.
+        if self._negative_number_matcher.match(arg_string) and (
+            arg_string not in self._option_string_actions
+        ):
+            return None
+        return super()._parse_optional(arg_string)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
