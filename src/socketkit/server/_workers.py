@@ -1,6 +1,10 @@
 """Several worker processes serving one port (SO_REUSEPORT).
 
-Strategy: the parent reserves the port by binding (without listening) a
+Strategy: the parent first binds the port *without* SO_REUSEPORT, and lets
+go of it at once: that bind fails with "address in use" when another server
+(with or without workers) holds the port, so two ``--workers`` servers
+cannot silently share one port (SO_REUSEPORT alone would let them, for the
+same user). It then reserves the port by binding (without listening) a
 socket with SO_REUSEPORT, so that port 0 becomes one concrete port for every
 worker. It then forks N workers, each of which binds and listens on that
 port with SO_REUSEPORT and runs the ordinary single-process server; the
@@ -10,12 +14,19 @@ when all have, the parent prints the listening line and drops its
 reservation. SIGINT/SIGTERM to the parent are forwarded to every worker (by
 PID) and the parent waits for them all: they shut down together.
 
+Workers never outlive the parent: each watches the read end of a pipe
+whose only write end the parent holds. When the parent dies, however it
+dies (``kill -KILL`` included), the kernel closes that end, the pipe reads
+as end of file, and every worker stops gracefully as on SIGTERM. A pipe
+works wherever fork does, unlike Linux's PR_SET_PDEATHSIG.
+
 Elsewhere (Windows, no SO_REUSEPORT, no fork) the server runs as one worker
 and says so.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -50,21 +61,32 @@ def workers_supported() -> bool:
     )
 
 
-def _worker(config: ServerConfig, log: ServerLog, index: int, ready: Pipe) -> None:
+def _worker(
+    config: ServerConfig, log: ServerLog, index: int, ready: Pipe, parent: tuple[int, int]
+) -> None:
+    from ._engine import StreamEngine
     from ._run import run_stream_server
 
     # Forget the parent's forwarding handlers: each worker stops on its own
     # SIGTERM/SIGINT (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    parent_gone, parent_alive = parent
+    os.close(parent_alive)  # the parent's end: only the parent may hold it
     log.label = f"worker {index}"
+
+    def on_ready(engine: StreamEngine) -> None:
+        loop = asyncio.get_running_loop()
+
+        def parent_died() -> None:
+            loop.remove_reader(parent_gone)
+            engine.stop()
+
+        loop.add_reader(parent_gone, parent_died)
+        ready.send(index)
+
     try:
-        run_stream_server(
-            config,
-            log,
-            on_ready=lambda engine: ready.send(index),
-            announce=False,
-        )
+        run_stream_server(config, log, on_ready=on_ready, announce=False)
     except Exception as exc:
         log.warning(f"worker {index}: {exc}")
         os._exit(1)
@@ -83,15 +105,20 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
 
         return run_stream_server(replace(config, workers=1), log)
 
-    reserve = bind_socket(config.endpoint, family=config.family, reuse_port=True, listen=False)
-    port = reserve.getsockname()[1]
-    worker_config = replace(
-        config, workers=1, reuse_port=True, endpoint=InetEndpoint(config.endpoint.host, port)
-    )
+    # Refuse a port another server holds (see the module docstring).
+    probe = bind_socket(config.endpoint, family=config.family, listen=False)
+    port = probe.getsockname()[1]
+    endpoint = InetEndpoint(config.endpoint.host, port)
+    probe.close()
+    reserve = bind_socket(endpoint, family=config.family, reuse_port=True, listen=False)
+    worker_config = replace(config, workers=1, reuse_port=True, endpoint=endpoint)
+    parent = os.pipe()
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     procs = [
-        ctx.Process(target=_worker, args=(worker_config, log, i, sender), name=f"worker-{i}")
+        ctx.Process(
+            target=_worker, args=(worker_config, log, i, sender, parent), name=f"worker-{i}"
+        )
         for i in range(config.workers)
     ]
     stopping = False
@@ -133,6 +160,8 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
     finally:
         reserve.close()
         receiver.close()
+        for fd in parent:
+            os.close(fd)
         for proc in procs:
             if proc.exitcode is None and proc.pid is not None:
                 proc.terminate()
