@@ -11,6 +11,7 @@ Exit codes (documented in the README):
     7    framing: message too large, malformed frame
     8    not supported on this platform
     130  interrupted (Ctrl-C)
+    143  terminated (SIGTERM) before a server or relay was serving, or a client
 
 ``main`` is what the console script runs; tests call it with their own argv
 and streams. A ``SocketkitError`` is printed as one line,
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Any, NoReturn, TextIO
 
@@ -36,9 +38,34 @@ from ..errors import SocketkitError, UsageError
 from . import bench, clients, demo, netcat, relay, servers
 from ._common import Env, add_trace_option
 
-__all__ = ["EXIT_INTERRUPTED", "build_parser", "main", "report_error", "reserve_standard_fds"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "Terminated",
+    "build_parser",
+    "main",
+    "report_error",
+    "reserve_standard_fds",
+]
 
 EXIT_INTERRUPTED = 130
+#: 128 + SIGTERM, what a shell reports for a program SIGTERM ended.
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a command ran that does not stop on it by itself.
+
+    Servers and relays install their own handlers once they serve (and then
+    stop gracefully, exit 0); before that, and in every other command,
+    SIGTERM ends the command as Ctrl-C does, with exit 143.
+    """
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 PROG = "socketkit"
 
 
@@ -107,9 +134,9 @@ def main(
             _say(env.stderr, "".join(traceback.format_exc()))
         report_error(env.stderr, str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         report_error(env.stderr, "interrupted")
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
         # Standard output went away (``socketkit ... | head``): exit quietly.
         _silence(sys.stdout)
@@ -180,6 +207,21 @@ def reserve_standard_fds() -> None:
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
+def _ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on: the command is over and its exit
+    code decided. While the interpreter shuts down it puts the default
+    handlers back, and a late Ctrl-C would kill the process (or raise in
+    the middle of its exit) instead of letting it exit with that code. A
+    signal already pending is dropped too once its handler is SIG_IGN."""
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def console_main() -> NoReturn:
     """Entry point of the ``socketkit`` script.
 
@@ -187,4 +229,14 @@ def console_main() -> NoReturn:
     raises BrokenPipeError, which ``main`` turns into a quiet exit.
     """
     reserve_standard_fds()
-    sys.exit(main())
+    # From here on the command handles interruptions itself (``main``).
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main()
+    except KeyboardInterrupt as exc:  # it landed just as main returned
+        _ignore_stop_signals()
+        report_error(sys.stderr, "interrupted")
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    _ignore_stop_signals()
+    sys.exit(code)

@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,9 @@ def _worker(
     # SIGTERM/SIGINT (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The parent forked with both blocked (see run_workers); a signal that
+    # came meanwhile is delivered now, to this worker's own handlers.
+    _unblock_stop_signals()
     parent_gone, parent_alive = parent
     os.close(parent_alive)  # the parent's end: only the parent may hold it
     log.label = f"worker {index}"
@@ -92,6 +96,17 @@ def _worker(
         os._exit(1)
     finally:
         ready.close()
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _unblock_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
@@ -121,11 +136,11 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
         )
         for i in range(config.workers)
     ]
-    stopping = False
+    # Set by the signal handler (only it calls set(); is_set() takes no lock).
+    stopping = threading.Event()
 
     def forward(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
         for proc in procs:
             if proc.pid is not None and proc.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -133,19 +148,33 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for proc in procs:
-            proc.start()
+        # A child starts with the parent's handlers: a SIGTERM forwarded to
+        # it before it set its own would run ``forward`` there and leave it
+        # serving. Forking with the signals blocked defers them until the
+        # child (or, here, the parent) has its own handlers.
+        _block_stop_signals()
+        try:
+            for proc in procs:
+                proc.start()
+        finally:
+            _unblock_stop_signals()
         sender.close()
         ready = 0
-        while ready < len(procs):
+        while ready < len(procs) and not stopping.is_set():
             if not receiver.poll(READY_TIMEOUT):
                 forward(signal.SIGTERM, None)
                 raise ListenError(f"workers did not start listening within {READY_TIMEOUT:g} s")
             try:
                 receiver.recv()
             except EOFError:
+                if stopping.is_set():  # stopped while starting: the workers ended as asked
+                    break
                 raise ListenError("a worker exited before listening (see its message)") from None
             ready += 1
+        if stopping.is_set():
+            for proc in procs:
+                proc.join()
+            return Stats()
         reserve.close()
         log.listening(
             f"Server listening on port {port} ({len(procs)} workers)",
@@ -155,7 +184,7 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
         for proc in procs:
             proc.join()
         failed = [p.name for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
-        if failed and not stopping:
+        if failed and not stopping.is_set():
             log.warning(f"workers ended with errors: {', '.join(str(f) for f in failed)}")
     finally:
         reserve.close()
