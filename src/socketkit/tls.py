@@ -226,7 +226,7 @@ def self_signed_pem(hostnames: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
         from cryptography.x509.oid import NameOID
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise UsageError(
-            "TLS: --self-signed needs the 'cryptography' package (pip install socketkit[tls])"
+            "TLS: --self-signed needs the 'cryptography' package (pip install cryptography)"
         ) from exc
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]

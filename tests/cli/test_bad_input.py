@@ -216,3 +216,35 @@ def test_error_exit_code_survives_a_closed_stderr_pipe() -> None:
     finally:
         os.close(write_end)
     assert code == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (
+            ["bench", "client", "127.0.0.1", "-p", "{port}", "-t", "1", "--plot", "p.png"],
+            "--plot needs matplotlib, which is not installed: pip install 'socketkit[plot]'",
+        ),
+        (
+            ["tcp-server", "-p", "{port}", "--tls", "--self-signed"],
+            "--self-signed needs cryptography, which is not installed: pip install cryptography",
+        ),
+    ],
+)
+def test_a_missing_optional_package_is_refused_before_any_work(
+    argv: list[str], text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    missing = {"matplotlib", "cryptography"}
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in missing else real_find_spec(name, *a),
+    )
+    port = str(_closed_port())
+    result = run_cli(*(a.format(port=port) for a in argv))
+    # 8 (not installed), not 3: nothing was connected to or measured first.
+    assert result.code == 8
+    assert _one_line(result.err) == f"socketkit: error: {text}"

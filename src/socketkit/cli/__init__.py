@@ -34,7 +34,7 @@ import signal
 import sys
 from typing import Any, NoReturn, TextIO
 
-from ..errors import SocketkitError, UsageError
+from ..errors import SocketkitError, UnsupportedError, UsageError
 from . import bench, clients, demo, netcat, relay, servers
 from ._common import Env, add_trace_option
 
@@ -123,6 +123,7 @@ def main(
     show_traceback = "--traceback" in args_list
     try:
         args = build_parser().parse_args(args_list)
+        check_optional_packages(args)
         if getattr(args, "trace", False):
             return _run_traced(args, env)
         code: int = args.run(args, env)
@@ -159,6 +160,30 @@ def _say(stream: TextIO, text: str) -> None:
         stream.flush()
     except (OSError, ValueError):
         _silence(stream)
+
+
+#: Options that need a package the default install may lack:
+#: argparse dest -> (option, module to import, what to pip install).
+OPTIONAL_PACKAGES: dict[str, tuple[str, str, str]] = {
+    "plot": ("--plot", "matplotlib", "'socketkit[plot]'"),
+    "self_signed": ("--self-signed", "cryptography", "cryptography"),
+}
+
+
+def check_optional_packages(args: argparse.Namespace) -> None:
+    """Refuse an option whose package is missing before any work is done
+    (a bench run of minutes must not end in "matplotlib is not installed").
+
+    Raises:
+        UnsupportedError: the package behind a given option is not installed.
+    """
+    import importlib.util
+
+    for dest, (option, module, requirement) in OPTIONAL_PACKAGES.items():
+        if getattr(args, dest, None) and importlib.util.find_spec(module) is None:
+            raise UnsupportedError(
+                f"{option} needs {module}, which is not installed: pip install {requirement}"
+            )
 
 
 def _run_traced(args: argparse.Namespace, env: Env) -> int:
