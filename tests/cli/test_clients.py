@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import run_cli, start_server
+from helpers import Proc, free_port, run_cli, socketkit_argv, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,3 +65,14 @@ def test_bad_host_or_port_values_say_what_is_wrong(
     lines = result.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("socketkit: error: "), result.err
     assert text in lines[0]
+
+
+def test_wait_for_server_retries_a_refused_connect_until_the_server_is_up() -> None:
+    port = free_port()
+    client = Proc(socketkit_argv("tcp-client", "-p", str(port), "--wait-for-server", "20"))
+    with client:
+        # The client is refused until the server below listens.
+        with start_server("tcp-server", "--host", "127.0.0.1", "-p", str(port), "--once") as srv:
+            assert client.wait() == 0, client.err_bytes
+            assert client.out_bytes == b"Received: Hello from server\n"
+            assert srv.wait() == 0

@@ -200,6 +200,15 @@ def add_client_options(
     parser.add_argument(
         "--count", type=positive_int, default=1, help="send N messages, print N replies"
     )
+    if stream:
+        parser.add_argument(
+            "--wait-for-server",
+            type=nonnegative_float,
+            default=0.0,
+            metavar="S",
+            help="retry a refused connect for up to S seconds, for a server still "
+            "starting (`server & client` on one line)",
+        )
     parser.add_argument(
         "-w",
         "--timeout",
