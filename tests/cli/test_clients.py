@@ -70,9 +70,9 @@ def test_bad_host_or_port_values_say_what_is_wrong(
 def test_wait_for_server_retries_a_refused_connect_until_the_server_is_up() -> None:
     port = free_port()
     client = Proc(socketkit_argv("tcp-client", "-p", str(port), "--wait-for-server", "20"))
-    with client:
-        # The client is refused until the server below listens.
-        with start_server("tcp-server", "--host", "127.0.0.1", "-p", str(port), "--once") as srv:
-            assert client.wait() == 0, client.err_bytes
-            assert client.out_bytes == b"Received: Hello from server\n"
-            assert srv.wait() == 0
+    # The client is refused until the server (started second) listens.
+    server = start_server("tcp-server", "--host", "127.0.0.1", "-p", str(port), "--once")
+    with client, server as srv:
+        assert client.wait() == 0, client.err_bytes
+        assert client.out_bytes == b"Received: Hello from server\n"
+        assert srv.wait() == 0
