@@ -10,7 +10,12 @@ once, prints ``str(exc)`` and exits with ``exc.exit_code``::
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
     ├── ConnectError (ConnectionError)  exit 3   refused, unreachable (also a UDP port)
-    │   └── TLSError                    exit 3   TLS handshake or certificate verification failed
+    │   ├── TLSError                    exit 3   TLS handshake or certificate verification failed
+    │   └── ProxyError                  exit 3   a SOCKS or HTTP proxy did not open the tunnel
+    │       ├── ProxyRefusedError       exit 3   the proxy refused (not allowed, general failure)
+    │       ├── ProxyAuthError          exit 3   authentication required or failed
+    │       ├── ProxyTargetError        exit 3   the proxy could not reach the target
+    │       └── ProxyProtocolError      exit 3   the proxy speaks another protocol (also a FramingError)
     ├── ListenError                     exit 4   address in use, permission, bad path
     ├── SocketTimeoutError (TimeoutError) exit 5 per phase: connect, send, receive, accept
     ├── ClosedError                     exit 1   *you* closed it and used it again
@@ -37,6 +42,11 @@ __all__ = [
     "IncompleteReadError",
     "ListenError",
     "MessageTooLargeError",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyProtocolError",
+    "ProxyRefusedError",
+    "ProxyTargetError",
     "SocketTimeoutError",
     "SocketkitError",
     "TLSError",
@@ -140,6 +150,41 @@ class MessageTooLargeError(FramingError):
         super().__init__(message, remote=remote)
         self.size = size
         self.limit = limit
+
+
+class ProxyError(ConnectError):
+    """A SOCKS or HTTP proxy did not open the tunnel to the target.
+
+    Attributes:
+        protocol: the proxy protocol spoken: "SOCKS4", "SOCKS5" or "HTTP".
+        reply: the proxy's reply code (SOCKS reply byte, HTTP status), or
+            None when it sent none that could be read.
+    """
+
+    def __init__(self, message: str, *, protocol: str, reply: int | None = None) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.reply = reply
+
+
+class ProxyRefusedError(ProxyError):
+    """The proxy refused the request: not allowed by its rules, or a general failure."""
+
+
+class ProxyAuthError(ProxyError):
+    """The proxy wants credentials we lack, or rejected the ones we sent."""
+
+
+class ProxyTargetError(ProxyError):
+    """The proxy could not reach the target: unreachable, refused, timed out."""
+
+
+class ProxyProtocolError(ProxyError, FramingError):
+    """The proxy's reply breaks the protocol: it speaks another one, or garbles this one.
+
+    Both a ``ProxyError`` (what the user tried failed at the proxy) and a
+    ``FramingError`` with ``remote`` True (the peer broke the framing rules).
+    """
 
 
 class UnsupportedError(SocketkitError):

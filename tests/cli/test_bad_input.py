@@ -164,6 +164,8 @@ def _instance(cls: type[errors.SocketkitError]) -> errors.SocketkitError:
         return cls("receive timed out", phase="receive", timeout=1.0)
     if issubclass(cls, errors.IncompleteReadError):
         return cls("stream ended", partial=b"")
+    if issubclass(cls, errors.ProxyError):
+        return cls(f"a {cls.__name__}", protocol="SOCKS5")
     if issubclass(cls, errors.MessageTooLargeError):
         return cls("message too large", size=2, limit=1)
     return cls(f"a {cls.__name__}")
