@@ -121,6 +121,8 @@ def _commands(tcp: int, udp: int) -> dict[str, list[str]]:
         "demo": ["demo"],
         "connect": ["connect", "-w", "5", "127.0.0.1", str(tcp)],
         "listen": ["listen", "-p", "0"],
+        "nc -l": ["nc", "-l", "-p", "0"],
+        "bench server": ["bench", "server", "-p", "0"],
         "relay": ["relay", "tcp-listen:0", f"tcp:127.0.0.1:{tcp}"],
     }
 
