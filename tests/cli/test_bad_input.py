@@ -250,3 +250,10 @@ def test_a_missing_optional_package_is_refused_before_any_work(
     # 8 (not installed), not 3: nothing was connected to or measured first.
     assert result.code == 8
     assert _one_line(result.err) == f"socketkit: error: {text}"
+
+
+def test_the_readme_table_lists_exactly_the_codes_in_use() -> None:
+    from socketkit.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+
+    in_use = {cls.exit_code for cls in _error_classes()} | {0, EXIT_INTERRUPTED, EXIT_TERMINATED}
+    assert set(_readme_exit_codes()) == in_use

@@ -1,17 +1,8 @@
 """The command line: parse, call the library, turn errors into one line and an exit code.
 
-Exit codes (documented in the README):
-    0    success
-    1    an error not covered below
-    2    bad input: usage, malformed address, bad port, unknown host
-    3    connection refused or unreachable (a UDP port too), TLS handshake failed
-    4    cannot listen: address in use, permission, unusable path
-    5    timed out
-    6    connection broken by the peer or the network
-    7    framing: message too large, malformed frame
-    8    not supported on this platform
-    130  interrupted (Ctrl-C)
-    143  terminated (SIGTERM) before a server or relay was serving, or a client
+Exit codes: each error class carries its own (``socketkit.errors``), plus
+130 for Ctrl-C and 143 for SIGTERM; the README's table is the one list, and
+tests/cli checks every error class against it.
 
 ``main`` is what the console script runs; tests call it with their own argv
 and streams. A ``SocketkitError`` is printed as one line,
