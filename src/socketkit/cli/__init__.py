@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from typing import Any, NoReturn, TextIO
@@ -60,6 +61,10 @@ def _raise_terminated(signum: int, frame: object) -> None:
 PROG = "socketkit"
 
 
+#: What argparse itself takes for a negative number.
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a ``UsageError``."""
 
@@ -67,9 +72,7 @@ class _Parser(argparse.ArgumentParser):
         # With -4 and -6 defined, argparse takes "-1" for an option, so
         # "-p -1" said "expected one argument". A negative number that is not
         # one of our options is a value: its type then says what is wrong.
-        if self._negative_number_matcher.match(arg_string) and (
-            arg_string not in self._option_string_actions
-        ):
+        if _NEGATIVE_NUMBER.match(arg_string) and arg_string not in self._option_string_actions:
             return None
         return super()._parse_optional(arg_string)
 
