@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, run_cli, start_server
+from helpers import LOOPBACK_TIMEOUT, free_port, run_cli, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,3 +131,27 @@ def test_a_long_datagram_is_cut_on_the_text_line_only(log_format: str) -> None:
         events = [json.loads(line) for line in srv.out.splitlines()]
         received = next(e for e in events if e["event"] == "received")
         assert received["text"] == f"Received: {payload.decode()}"
+
+
+def test_server_host_may_carry_the_port() -> None:
+    port = free_port()
+    with start_server("tcp-server", "--host", f"127.0.0.1:{port}", "--once") as srv:
+        assert srv.port() == port
+        assert run_cli("tcp-client", f"127.0.0.1:{port}").code == 0
+        assert srv.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["--host", "::1:9000"], "ambiguous host '::1:9000': write [::1]:9000 for port 9000"),
+        (["--host", "127.0.0.1:9000", "-p", "9001"], "give the port once"),
+    ],
+)
+@pytest.mark.parametrize("command", ["tcp-server", "udp-server"])
+def test_server_host_values_are_understood_or_refused(
+    command: str, argv: list[str], text: str
+) -> None:
+    result = run_cli(command, *argv)
+    assert result.code == 2
+    assert result.err.startswith("socketkit: error: ") and text in result.err

@@ -144,7 +144,7 @@ def _add_address_options(
         "-p",
         "--port",
         type=port_number,
-        default=None if client else DEFAULT_PORT,
+        default=None,  # DEFAULT_PORT unless the port comes with the host
         help=f"port (default {DEFAULT_PORT})",
     )
     family = parser.add_mutually_exclusive_group()
@@ -154,7 +154,10 @@ def _add_address_options(
 
 def add_server_options(parser: argparse.ArgumentParser, *, stream: bool) -> None:
     _add_address_options(
-        parser, None, "address to bind (default: every interface, dual-stack)", client=False
+        parser,
+        None,
+        "address to bind, or HOST:PORT (default: every interface, dual-stack)",
+        client=False,
     )
     parser.add_argument(
         "--unix",
@@ -230,7 +233,26 @@ def server_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
         if args.ipv4 or args.ipv6 or args.host:
             raise UsageError("--unix cannot be combined with --host, -4 or -6")
         return UnixEndpoint(args.unix), socket.AF_UNSPEC
-    return InetEndpoint(args.host or None, args.port), _family(args)
+    if not args.host:
+        port = DEFAULT_PORT if args.port is None else args.port
+        return InetEndpoint(None, port), _family(args)
+    host, port_in_host = split_host(args.host)
+    return InetEndpoint(host, _one_port(port_in_host, args.port)), _family(args)
+
+
+def _one_port(*given: int | None) -> int:
+    """The port given in one of several places (HOST:PORT, PORT, -p), or 8080.
+
+    Raises:
+        UsageError: given in more than one place.
+    """
+    ports = [p for p in given if p is not None]
+    if len(ports) > 1:
+        raise UsageError(
+            "give the port once: as PORT, -p PORT or HOST:PORT, not "
+            + " and ".join(str(p) for p in ports)
+        )
+    return ports[0] if ports else DEFAULT_PORT
 
 
 def split_host(text: str) -> tuple[str, int | None]:
@@ -292,13 +314,7 @@ def client_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
             raise UsageError("--unix cannot be combined with HOST, PORT, --host, -4 or -6")
         return UnixEndpoint(args.unix), socket.AF_UNSPEC
     host, port_in_host = split_host(DEFAULT_HOST if host_text is None else host_text)
-    ports = [p for p in (port_in_host, args.port_arg, args.port) if p is not None]
-    if len(ports) > 1:
-        raise UsageError(
-            "give the port once: as PORT, -p PORT or HOST:PORT, not "
-            + " and ".join(str(p) for p in ports)
-        )
-    port = ports[0] if ports else DEFAULT_PORT
+    port = _one_port(port_in_host, args.port_arg, args.port)
     if port == 0:
         raise UsageError("port 0: a client needs the server's port, from 1 to 65535")
     return InetEndpoint(host, port), _family(args)
