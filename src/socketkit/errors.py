@@ -7,6 +7,7 @@ once, prints ``str(exc)`` and exits with ``exc.exit_code``::
 
     SocketkitError                      exit 1
     ├── UsageError                      exit 2   bad command-line input
+    ├── SettingError (ValueError)       exit 2   a setting the library does not know or take
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
     ├── ConnectError (ConnectionError)  exit 3   refused, unreachable (also a UDP port)
@@ -47,6 +48,7 @@ __all__ = [
     "ProxyProtocolError",
     "ProxyRefusedError",
     "ProxyTargetError",
+    "SettingError",
     "SocketTimeoutError",
     "SocketkitError",
     "TLSError",
@@ -73,6 +75,12 @@ class SocketkitError(Exception):
 
 class UsageError(SocketkitError):
     """The command line or a call's arguments make no sense."""
+
+    exit_code = 2
+
+
+class SettingError(SocketkitError, ValueError):
+    """A setting a library call does not know or take: an unknown codec name, a bad limit."""
 
     exit_code = 2
 

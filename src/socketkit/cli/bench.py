@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..address import family_from_flags
 from ._common import Env, add_common_options, nonnegative_float, port_number, positive_int
+from ._flags import family_from_flags
 
 __all__ = ["add_parsers"]
 

@@ -20,7 +20,6 @@ from .._sockets import connect_socket
 from ..address import (
     InetEndpoint,
     UnixEndpoint,
-    family_from_flags,
     parse_port,
     require_unix_sockets,
 )
@@ -39,7 +38,6 @@ from ..relay import (
     run_relay,
     terminate_cleanly,
 )
-from ..tls import add_tls_arguments, settings_from_args
 from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
 from ._common import (
@@ -50,6 +48,8 @@ from ._common import (
     nonnegative_float,
     positive_int,
 )
+from ._flags import family_from_flags
+from ._tls import add_tls_arguments, settings_from_args
 
 __all__ = ["add_parsers"]
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 
+from .._sockets import MAX_UDP_PAYLOAD as MAX_DATAGRAM
 from ..tls import MemoryTLS
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "TLSChannel",
 ]
 
-#: Largest UDP payload over IPv4 (65535 - 20 IP header - 8 UDP header).
-MAX_DATAGRAM = 65507
 
 _SPLICE = hasattr(os, "splice") and sys.platform.startswith("linux")
 

@@ -38,16 +38,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._mmsg import DatagramBatch
-from .._sockets import bound_port
+from .._sockets import MAX_UDP_PAYLOAD, bound_port
 from ..address import format_sockaddr
 from ..errors import MessageTooLargeError
+from ..tls import HANDSHAKE_TIMEOUT
 from ._log import ServerLog, Stats
 from ._services import ConnectionProtocol, Service
 
 __all__ = ["ConnectionHost", "DatagramEngine", "Limits", "StreamEngine", "install_signal_handlers"]
 
-#: Seconds a client gets to complete the TLS handshake.
-HANDSHAKE_TIMEOUT = 10.0
 #: Accepts per wake-up: enough to drain a burst, small enough to stay fair.
 ACCEPT_BATCH = 64
 #: Datagrams handled per wake-up before giving other work a turn.
@@ -360,7 +359,7 @@ class DatagramEngine:
         *,
         log: ServerLog | None = None,
         max_datagrams: int | None = None,
-        max_datagram_size: int = 65507,
+        max_datagram_size: int = MAX_UDP_PAYLOAD,
         accept_filter: Callable[[object], str | None] | None = None,
     ) -> None:
         self.sock = sock
