@@ -342,9 +342,13 @@ class StreamEngine(ConnectionHost):
             await asyncio.sleep(interval)
             idle = []
             for conn in self.connections:
-                conn.idle_ticks += 1
-                if conn.idle_ticks > ticks:
-                    idle.append(conn)
+                if conn.bytes_in != conn.seen_in:
+                    conn.seen_in = conn.bytes_in
+                    conn.idle_ticks = 0
+                else:
+                    conn.idle_ticks += 1
+                    if conn.idle_ticks > ticks:
+                        idle.append(conn)
             for conn in idle:
                 conn.abort(f"idle for more than {idle_timeout:g} s")
 
