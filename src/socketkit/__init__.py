@@ -9,18 +9,52 @@ relay (``socketkit.relay``) and the benchmark (``socketkit.bench``).
 docs/library.md shows it at work; ``socketkit.cli`` is the command line on top.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
 from . import errors
-from .address import Endpoint, InetEndpoint, UnixEndpoint, parse_endpoint, parse_port, resolve
 from .errors import SocketkitError
 
-try:
-    #: The installed distribution's version: written once, in pyproject.toml.
-    __version__ = _version("socketkit")
-except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-    __version__ = "0+unknown"
+# Not ``typing.TYPE_CHECKING``: importing typing alone costs milliseconds of
+# start-up; mypy reads any constant of that name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .address import (
+        Endpoint,
+        InetEndpoint,
+        UnixEndpoint,
+        parse_endpoint,
+        parse_port,
+        resolve,
+    )
+
+    __version__: str
+
+#: Loaded on first use, so that starting the ``socketkit`` command imports
+#: next to nothing before it can handle Ctrl-C (see ``socketkit.__main__``).
+_FROM_ADDRESS = {
+    "Endpoint",
+    "InetEndpoint",
+    "UnixEndpoint",
+    "parse_endpoint",
+    "parse_port",
+    "resolve",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_ADDRESS:
+        from . import address
+
+        return getattr(address, name)
+    if name == "__version__":
+        # The installed distribution's version: written once, in
+        # pyproject.toml. importlib.metadata is read on first use only.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("socketkit")
+        except PackageNotFoundError:  # pragma: no cover - a source tree never installed
+            return "0+unknown"
+    raise AttributeError(f"module 'socketkit' has no attribute {name!r}")
+
 
 __all__ = [
     "Endpoint",

@@ -19,7 +19,7 @@ The CLI catches ``SocketkitError`` once, prints it and exits with
     ├── SettingError (ValueError)       exit 2   a setting the library does not know or take
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
-    ├── ConnectError (ConnectionError)  exit 3   refused, unreachable
+    ├── ConnectError (ConnectionError)  exit 3   refused, unreachable (also a UDP port)
     │   ├── TLSError                    exit 3   TLS handshake or certificate verification failed
     │   └── ProxyError                  exit 3   a SOCKS or HTTP proxy did not open the tunnel
     │       ├── ProxyRefusedError       exit 3   the proxy refused (not allowed, general failure)
@@ -78,6 +78,8 @@ HINTS = {
     "ca-file": " (trust its CA with TLSSettings(cafile=...), or verify=False skips verification)",
     # A TLS server without a certificate.
     "certificate": ": TLSSettings(certfile=..., keyfile=...) or TLSSettings(self_signed=True)",
+    # A certificate file without its key, and no key file.
+    "key": ": give it with TLSSettings(keyfile=...)",
     # A bench peer that is no iperf3 server but may echo.
     "latency": " (the latency mode measures against any echo server)",
     # A latency test against a peer that does not echo.
@@ -323,7 +325,9 @@ def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitErro
         too_large.errno = code  # FramingError's constructor takes no errno
         return too_large
     if code in (_errno.ECONNREFUSED,):
-        return BrokenError(
+        # ICMP port unreachable for a datagram: the same as a refused
+        # connection to the user (exit 3), whatever call reported it.
+        return ConnectError(
             f"{phase}: {where} refused the datagram (is a server listening?)", errno=code
         )
     if code in (_errno.ECONNRESET, _errno.EPIPE, _errno.ECONNABORTED, _errno.ENOTCONN) or (

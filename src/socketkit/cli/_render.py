@@ -11,7 +11,7 @@ one line on standard error reads as it always has, e.g.
 
 from __future__ import annotations
 
-from ..errors import HINTS, SocketkitError, UsageError
+from ..errors import HINTS, SocketkitError
 
 __all__ = ["FLAG_HINTS", "render"]
 
@@ -20,19 +20,16 @@ FLAG_HINTS = {
     "insecure": " (use --insecure to skip verification)",
     "ca-file": " (pass its CA with --ca-file) (use --insecure to skip verification)",
     "certificate": ": --cert FILE (and --key FILE) or --self-signed",
+    "key": ": give it with --key FILE (key= in a relay)",
     "latency": " (--latency measures against any echo server)",
     "latency-peer": ": --latency needs an echo service or socketkit bench server",
 }
 assert FLAG_HINTS.keys() == HINTS.keys(), "a hint kind without its command-line wording"
 
-PROG = "socketkit"
-
 
 def render(exc: SocketkitError) -> str:
-    """The one line the command line prints for ``exc`` (without the newline).
+    """What the command line says of ``exc``: its message and its hint in flag words.
 
-    A usage error is the parser's own line; anything else is prefixed with
-    the program's name.
+    ``socketkit.cli.report_error`` puts it on the one error line.
     """
-    text = exc.message + FLAG_HINTS.get(exc.hint or "", "")
-    return text if isinstance(exc, UsageError) else f"{PROG}: error: {text}"
+    return exc.message + FLAG_HINTS.get(exc.hint or "", "")

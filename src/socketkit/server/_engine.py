@@ -308,6 +308,7 @@ class StreamEngine(ConnectionHost):
         def make_protocol() -> ConnectionProtocol:
             protocol = factory(self)
             protocol.peer = peer
+            protocol.address = addr
             return protocol
 
         self._pending += 1
