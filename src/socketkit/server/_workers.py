@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import socket
@@ -57,6 +56,10 @@ READY_TIMEOUT = 30.0
 
 def workers_supported() -> bool:
     """True where several processes can share one listening port."""
+    # multiprocessing is loaded here, not with the module: every command
+    # imports the server package, few of them run workers.
+    import multiprocessing
+
     return (
         hasattr(socket, "SO_REUSEPORT")
         and sys.platform.startswith(("linux", "freebsd"))
@@ -139,6 +142,8 @@ def run_workers(config: ServerConfig, log: ServerLog, serve: Serve) -> Stats:
     reserve = bind_socket(endpoint, family=config.family, reuse_port=True, listen=False)
     worker_config = replace(config, workers=1, reuse_port=True, endpoint=endpoint)
     parent = os.pipe()
+    import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     procs = [
