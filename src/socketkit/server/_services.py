@@ -107,7 +107,8 @@ class ConnectionProtocol(asyncio.Protocol):
         #: Who is at the other end: the engine sets it from accept()'s address
         #: (a PROXY header may replace it); getpeername() can fail by now.
         self.peer = "?"
-        #: The sockaddr accept() returned (the balancer's, behind a PROXY header).
+        #: The sockaddr accept() returned, kept when a PROXY header is expected
+        #: (it is then the balancer's); None otherwise.
         self.address: object = None
         self.bytes_in = 0
         self.bytes_out = 0
