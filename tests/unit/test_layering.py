@@ -22,6 +22,7 @@ from socketkit.errors import UsageError
 IMPORT_TIMEOUT = 30.0
 
 LIBRARY = [
+    "socketkit.access",
     "socketkit.tls",
     "socketkit.address",
     "socketkit.framing",
@@ -138,7 +139,7 @@ def test_only_the_command_line_raises_usage_errors() -> None:
 
 
 #: The packages and modules a library user imports.
-PUBLIC = ["socketkit", "socketkit.errors", *LIBRARY, "socketkit.access", "socketkit.bench"]
+PUBLIC = ["socketkit", "socketkit.errors", *LIBRARY, "socketkit.bench"]
 PUBLIC += ["socketkit.trace", "socketkit.lecture"]
 
 
