@@ -48,6 +48,7 @@ from .errors import (
 __all__ = [
     "bind_socket",
     "bound_port",
+    "client_socket",
     "connect_failure",
     "connect_socket",
     "listen_backlog",
@@ -271,7 +272,7 @@ def connect_socket(
     """
     if isinstance(endpoint, UnixEndpoint):
         require_unix_sockets()
-        sock = _client_socket(socket.AF_UNIX, type, 0, str(endpoint))
+        sock = client_socket(socket.AF_UNIX, type, 0, str(endpoint))
         try:
             if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
                 raise UnsupportedError("Unix datagram clients need Linux's autobind here")
@@ -292,7 +293,7 @@ def connect_socket(
         raise ConnectError("cannot connect: no host given")
     last: SocketkitError | None = None
     for addr in resolve(endpoint, family=family, type=type):
-        sock = _client_socket(addr.family, addr.type, addr.proto, str(endpoint))
+        sock = client_socket(addr.family, addr.type, addr.proto, str(endpoint))
         try:
             sock.settimeout(timeout)
             sock.connect(addr.sockaddr)
@@ -312,8 +313,11 @@ def connect_socket(
     raise last
 
 
-def _client_socket(family: int, type: int, proto: int, where: str) -> socket.socket:
+def client_socket(family: int, type: int, proto: int, where: str) -> socket.socket:
     """socket(2) for a connection to ``where``; out of descriptors is our error too.
+
+    Callers that connect on an event loop (the relay) make their sockets
+    here as well, so ``--trace`` sees them.
 
     Raises:
         SocketkitError: socket(2) failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
