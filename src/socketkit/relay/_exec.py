@@ -6,8 +6,9 @@ the peer with no copy through us. For an accepted connection the engine's
 transport keeps its descriptor, paused, until the program exits, so the
 connection counts against ``--max-conns`` while the program runs and ends
 (FIN) when it exits. Where a socket cannot be a child's standard input
-(Windows), or the connection is TLS (the program would see ciphertext), the
-program gets pipes and a link copies between them and the connection.
+(Windows), the connection is TLS (the program would see ciphertext), or the
+loop has already read the client's first bytes, the program gets pipes and
+a link copies between them and the connection.
 
 Every child is waited for without a thread where the platform allows
 (Linux: a pidfd the loop watches), else in the loop's executor; its exit
@@ -29,7 +30,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..server import ServerLog
-from ._link import Link, SideProtocol
+from ._link import Link, PendingSink, SideProtocol
 
 __all__ = ["ExecCommand", "open_exec", "run_exec_on_socket", "wait_exit"]
 
@@ -122,6 +123,10 @@ def _handover_fd(conn: Any) -> int | None:
     transport = conn.transport
     if transport.get_extra_info("ssl_object") is not None:
         return None
+    if isinstance(conn.sink, PendingSink) and conn.sink.chunks:
+        # The loop read the client's first bytes before it could be paused:
+        # they are ours now, so the program gets them through a pipe.
+        return None
     sock = transport.get_extra_info("socket")
     if sock is None or sock.type != socket.SOCK_STREAM:
         return None
@@ -158,7 +163,7 @@ async def open_exec(
     except BaseException:
         proc.kill()
         raise
-    link.attach(index, source, sink, reader)
+    link.attach(index, source, sink, reader, sink_protocol=writer)
     task = loop.create_task(_reap(proc, command, log, peer, link))
     _REAPERS.add(task)
     task.add_done_callback(_REAPERS.discard)

@@ -41,6 +41,9 @@ class Hub:
         self._stdin: Any = None
         self._stdout: Any = None
         self._stdin_ended = False
+        # What clients sent before standard output was open (the first
+        # client may come while it is being opened).
+        self._early: list[bytes] | None = [] if not broker else None
 
     async def start(self) -> None:
         """Open standard I/O (not in broker mode)."""
@@ -49,6 +52,9 @@ class Hub:
         stdio = _StdioProtocol(self)
         read = self.options.a_to_b
         self._stdin, self._stdout, _ = await stdio_transports(stdio, stdio, read=read)
+        early, self._early = self._early or [], None
+        for data in early:
+            self._stdout.write(data)
         if self._stdin is not None and not self._full:
             self._stdin.resume_reading()
         self._stdin_ended = not read
@@ -66,8 +72,11 @@ class Hub:
                 if other is not member and other.transport is not None:
                     other.bytes_out += len(data)
                     other.transport.write(data)
-        elif self._stdout is not None and self.options.b_to_a:
-            self._stdout.write(data)
+        elif self.options.b_to_a:
+            if self._early is not None:
+                self._early.append(data)
+            elif self._stdout is not None:
+                self._stdout.write(data)
 
     def from_stdin(self, data: bytes) -> None:
         if self.options.transform is not None:

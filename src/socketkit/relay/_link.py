@@ -50,6 +50,7 @@ __all__ = [
     "LinkOptions",
     "LinkResult",
     "OutputClosedError",
+    "PendingSink",
     "SideProtocol",
 ]
 
@@ -179,12 +180,25 @@ class _Drop:
 class _Side:
     """One side of a link: its source and sink, and where the other side's data goes."""
 
-    __slots__ = ("feeds", "name", "sink", "source", "stays_open", "writable")
+    __slots__ = (
+        "feeds",
+        "name",
+        "sink",
+        "sink_lost",
+        "sink_protocol",
+        "source",
+        "stays_open",
+        "writable",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.source: Source | None = None
         self.sink: Any = None
+        #: The protocol of a sink that is a transport of its own (a pipe),
+        #: and whether it has reported its end (its buffer is then flushed).
+        self.sink_protocol: Any = None
+        self.sink_lost = False
         self.stays_open = False
         #: The protocol whose ``sink`` attribute receives this side's data
         #: (so ``data_received`` is one attribute lookup and one call).
@@ -202,6 +216,7 @@ class Link:
     """
 
     __slots__ = (
+        "_flushing",
         "_linger",
         "_sweeper",
         "done",
@@ -213,8 +228,8 @@ class Link:
         "options",
         "protocols",
         "reason",
-        "runs",
         "running",
+        "runs",
         "sides",
     )
 
@@ -245,6 +260,8 @@ class Link:
         #: The result, once the link has ended.
         self.done: asyncio.Future[LinkResult] = asyncio.get_running_loop().create_future()
         self._linger: asyncio.TimerHandle | None = None
+        #: Sides whose own sink is still flushing after ``finish``.
+        self._flushing: set[int] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------- set-up
@@ -257,12 +274,18 @@ class Link:
         protocol: Any,
         *,
         stays_open: bool = False,
+        sink_protocol: Any = None,
     ) -> None:
         """Side ``index`` is open: ``protocol`` reads ``source`` and gets the other
-        side's data into its ``sink`` attribute. Reading starts once both sides are."""
+        side's data into its ``sink`` attribute. Reading starts once both sides are.
+
+        ``sink_protocol``: the protocol of a sink that is a transport of its
+        own; the link is done only once it has flushed and closed.
+        """
         side = self.sides[index]
         side.source, side.sink, side.feeds = source, sink, protocol
         side.stays_open = stays_open
+        side.sink_protocol = sink_protocol
         self.protocols[index] = protocol
         if self.finished:  # the other side went away while this one was opening
             for transport in {id(t): t for t in (source, sink) if t is not None}.values():
@@ -355,22 +378,27 @@ class Link:
         ``part``: "both" for a side with one transport, "source" or "sink"
         when it has two (standard I/O, a program's pipes).
         """
+        side = self.sides[index]
+        if part == "sink":
+            side.sink_lost = True
+            if self.finished:
+                self._flushing.discard(index)
+                if not self._flushing:
+                    self._complete()
+                return
         if self.finished:
             return
-        side = self.sides[index]
         if exc is None:
             if part == "source":
                 self.ended(index)
             elif part == "sink":
                 side.writable = False
             else:
-                if not self.eof[index]:
-                    # Closed without an end of stream first (aborted by us,
-                    # or a transport that closes when its peer does).
-                    self.eof[index] = True
-                    self._half_close(1 - index)
+                # The transport closed: whatever the other side still sends
+                # has nowhere to go.
+                self.eof[index] = True
                 side.writable = False
-                self._check(force=True)
+                self.finish("closed")
             return
         if isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET):
             if side.name == "stdio" and exc.errno == errno.EPIPE:
@@ -397,7 +425,7 @@ class Link:
     def _half_close(self, index: int) -> None:
         """No more data for side ``index``: half-close its sink (after what is buffered)."""
         side = self.sides[index]
-        sink = side.sink
+        sink: Any = side.sink
         if sink is None or not side.writable or isinstance(sink, _Drop):
             return
         side.writable = False
@@ -468,11 +496,21 @@ class Link:
                         transport.abort()
                     else:
                         transport.close()
-        result = self.result()
+        if graceful:
+            self._flushing = {
+                i
+                for i, side in enumerate(self.sides)
+                if side.sink_protocol is not None and not side.sink_lost
+            }
+        if not self._flushing:
+            self._complete()
+
+    def _complete(self) -> None:
+        """Everything is closed (and flushed): report the result."""
         if not self.done.done():
-            self.done.set_result(result)
-        if self.on_done is not None:
-            self.on_done(self)
+            self.done.set_result(self.result())
+            if self.on_done is not None:
+                self.on_done(self)
 
     def result(self) -> LinkResult:
         counts = [getattr(p, "count", 0) if p is not None else 0 for p in self.protocols]

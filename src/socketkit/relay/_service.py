@@ -135,10 +135,18 @@ class RelayProtocol(ConnectionProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.link.lost(0, exc)
+        if self.link.done.done():
+            self._closed(exc)
+        else:
+            # The other side is still flushing (standard output, a program's
+            # stdin): the connection counts until the link is done.
+            self.link.done.add_done_callback(lambda _: self._closed(exc))
+
+    def _closed(self, exc: Exception | None) -> None:
         other = self.link.protocols[1]
         if other is not None:
             self.bytes_out = other.count
-        super().connection_lost(exc)
+        ConnectionProtocol.connection_lost(self, exc)
 
     def abort(self, reason: str, *, error: bool = False) -> None:
         super().abort(reason, error=error)

@@ -343,17 +343,20 @@ class _FileSink:
             while view:
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
-            self.closed = True
-            self.protocol.connection_lost(exc)
+            if not self.closed:
+                self.closed = True
+                self.protocol.connection_lost(exc)
 
     def write_eof(self) -> None:
-        self.closed = True
+        self.close()
 
     def can_write_eof(self) -> bool:
         return True
 
     def close(self) -> None:
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
     abort = close
 
@@ -397,4 +400,11 @@ async def open_stdio(link: Link, index: int) -> None:
     reader = SideProtocol(link, index, "source")
     writer = SideProtocol(link, index, "sink")
     source, sink, stays_open = await stdio_transports(reader, writer, read=not link.eof[index])
-    link.attach(index, source, sink, reader if source is not None else None, stays_open=stays_open)
+    link.attach(
+        index,
+        source,
+        sink,
+        reader if source is not None else None,
+        stays_open=stays_open,
+        sink_protocol=writer,
+    )
