@@ -429,8 +429,9 @@ class Link:
         if sink is None or not side.writable or isinstance(sink, _Drop):
             return
         side.writable = False
+        own_transport = sink is not side.source
         try:
-            if sink is not side.source:
+            if own_transport:
                 sink.close()  # a pipe of its own (standard output, a program's stdin)
             elif sink.can_write_eof():
                 sink.write_eof()  # a socket: shutdown(SHUT_WR), or TLS close_notify first
