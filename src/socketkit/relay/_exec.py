@@ -176,7 +176,7 @@ _REAPERS: set[asyncio.Task[None]] = set()
 async def _reap(
     proc: subprocess.Popen[bytes], command: ExecCommand, log: ServerLog, peer: str, link: Link
 ) -> None:
-    done = link.done
+    done = link.wait()
     exited = asyncio.ensure_future(wait_exit(proc))
     waiting: list[asyncio.Future[Any]] = [exited, done]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

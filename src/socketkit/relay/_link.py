@@ -216,10 +216,11 @@ class Link:
     """
 
     __slots__ = (
+        "_done",
         "_flushing",
         "_linger",
         "_sweeper",
-        "done",
+        "completed",
         "eof",
         "error",
         "finished",
@@ -257,11 +258,12 @@ class Link:
         self.on_done = on_done
         #: The protocols that count each side's bytes (set by attach).
         self.protocols: list[Any] = [None, None]
-        #: The result, once the link has ended.
-        self.done: asyncio.Future[LinkResult] = asyncio.get_running_loop().create_future()
+        #: True once the link has ended and what it closed is flushed.
+        self.completed = False
+        self._done: asyncio.Future[LinkResult] | None = None
         self._linger: asyncio.TimerHandle | None = None
         #: Sides whose own sink is still flushing after ``finish``.
-        self._flushing: set[int] = set()
+        self._flushing: set[int] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------- set-up
@@ -382,9 +384,10 @@ class Link:
         if part == "sink":
             side.sink_lost = True
             if self.finished:
-                self._flushing.discard(index)
-                if not self._flushing:
-                    self._complete()
+                if self._flushing is not None:
+                    self._flushing.discard(index)
+                    if not self._flushing:
+                        self._complete()
                 return
         if self.finished:
             return
@@ -498,20 +501,34 @@ class Link:
                     else:
                         transport.close()
         if graceful:
-            self._flushing = {
+            flushing = {
                 i
                 for i, side in enumerate(self.sides)
                 if side.sink_protocol is not None and not side.sink_lost
             }
-        if not self._flushing:
-            self._complete()
+            if flushing:
+                self._flushing = flushing
+                return
+        self._complete()
 
     def _complete(self) -> None:
         """Everything is closed (and flushed): report the result."""
-        if not self.done.done():
-            self.done.set_result(self.result())
-            if self.on_done is not None:
-                self.on_done(self)
+        if self.completed:
+            return
+        self.completed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self.result())
+        if self.on_done is not None:
+            self.on_done(self)
+
+    def wait(self) -> asyncio.Future[LinkResult]:
+        """A future of the result (made on demand: a link served by the engine
+        reports through ``on_done`` and needs none)."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.completed:
+                self._done.set_result(self.result())
+        return self._done
 
     def result(self) -> LinkResult:
         counts = [getattr(p, "count", 0) if p is not None else 0 for p in self.protocols]

@@ -189,7 +189,7 @@ async def _connect(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rel
         else:
             await open_side(b, settings.open, link, 1)
             await open_side(a, settings.open, link, 0)
-        result = await link.done
+        result = await link.wait()
     except BaseException:
         link.abort("interrupted")
         raise
@@ -394,7 +394,7 @@ async def _udp_first_peer(
             await open_exec(b, log, link, 1)
         else:
             await open_side(b, settings.open, link, 1)
-        result = await link.done
+        result = await link.wait()
     finally:
         undo()
     _finish(result, log, peer)

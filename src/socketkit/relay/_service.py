@@ -43,7 +43,7 @@ Opener = Callable[[Link, int, Any], Awaitable[None]]
 class RelayProtocol(ConnectionProtocol):
     """An accepted connection relayed to whatever ``open_other`` opens."""
 
-    __slots__ = ("_open_other", "_opening", "_tls", "link", "sink")
+    __slots__ = ("_lost", "_open_other", "_opening", "_tls", "link", "sink")
 
     def __init__(
         self,
@@ -58,6 +58,8 @@ class RelayProtocol(ConnectionProtocol):
         #: Serve TLS with this context (a ``TLSLayer`` between the socket and us).
         self._tls: Any = tls
         self._opening: asyncio.Task[None] | None = None
+        #: connection_lost's argument, kept while the link still flushes.
+        self._lost: tuple[Exception | None] | None = None
         self.link = Link(options, names=("?", target), on_done=self._link_done)
         #: Where the client's bytes go (the other side's transport, once open).
         self.sink: Any = PendingSink()
@@ -135,12 +137,12 @@ class RelayProtocol(ConnectionProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.link.lost(0, exc)
-        if self.link.done.done():
+        if self.link.completed:
             self._closed(exc)
         else:
             # The other side is still flushing (standard output, a program's
             # stdin): the connection counts until the link is done.
-            self.link.done.add_done_callback(lambda _: self._closed(exc))
+            self._lost = (exc,)
 
     def _closed(self, exc: Exception | None) -> None:
         other = self.link.protocols[1]
@@ -155,6 +157,8 @@ class RelayProtocol(ConnectionProtocol):
     def _link_done(self, link: Link) -> None:
         if link.error is not None and self.closing_reason is None:
             self.closing_reason = str(link.error)
+        if self._lost is not None:
+            self._closed(self._lost[0])
 
     def shutdown_requested(self) -> None:
         """A byte stream has no message boundary to stop at: the exchange in
