@@ -189,6 +189,7 @@ class _Side:
     """One side of a link: its source and sink, and where the other side's data goes."""
 
     __slots__ = (
+        "ended",
         "feeds",
         "name",
         "sink",
@@ -201,6 +202,8 @@ class _Side:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: The direction that reads this side has ended (or never runs).
+        self.ended = False
         self.source: Source | None = None
         self.sink: Any = None
         #: The protocol of a sink that is a transport of its own (a pipe),
@@ -229,16 +232,13 @@ class Link:
         "_linger",
         "_sweeper",
         "completed",
-        "eof",
         "error",
         "finished",
         "idle_ticks",
-        "on_done",
         "options",
-        "protocols",
+        "owner",
         "reason",
         "running",
-        "runs",
         "sides",
     )
 
@@ -246,26 +246,20 @@ class Link:
         self,
         options: LinkOptions | None = None,
         names: tuple[str, str] = ("a", "b"),
-        on_done: Callable[[Link], None] | None = None,
+        owner: Any = None,
     ) -> None:
         self.options = options or LinkOptions()
         self.sides = (_Side(names[0]), _Side(names[1]))
-        #: eof[i]: the direction that reads side i has ended (or never runs).
-        local = self.options.local
-        #: runs[i]: the direction that reads side i runs at all.
-        self.runs = [True, True]
-        self.runs[local] = self.options.a_to_b
-        self.runs[1 - local] = self.options.b_to_a
-        self.eof = [not self.runs[0], not self.runs[1]]
+        for index, side in enumerate(self.sides):
+            side.ended = not self._runs(index)
         self.error: SocketkitError | None = None
         self.reason = "closed"
         self.finished = False
         #: True once both sides are attached and bytes flow.
         self.running = False
         self.idle_ticks = 0
-        self.on_done = on_done
-        #: The protocols that count each side's bytes (set by attach).
-        self.protocols: list[Any] = [None, None]
+        #: Told when the link is done (``owner.link_done(link)``), if not None.
+        self.owner = owner
         #: True once the link has ended and what it closed is flushed.
         self.completed = False
         self._done: asyncio.Future[LinkResult] | None = None
@@ -275,6 +269,11 @@ class Link:
         self._sweeper: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------- set-up
+
+    def _runs(self, index: int) -> bool:
+        """Whether the direction that reads side ``index`` runs at all."""
+        options = self.options
+        return options.a_to_b if index == options.local else options.b_to_a
 
     def attach(
         self,
@@ -296,7 +295,6 @@ class Link:
         side.source, side.sink, side.feeds = source, sink, protocol
         side.stays_open = stays_open
         side.sink_protocol = sink_protocol
-        self.protocols[index] = protocol
         if self.finished:  # the other side went away while this one was opening
             for transport in {id(t): t for t in (source, sink) if t is not None}.values():
                 with contextlib.suppress(OSError, RuntimeError, AttributeError):
@@ -313,7 +311,7 @@ class Link:
     def _sink_for(self, index: int) -> Any:
         """What data read from side ``index`` is written to."""
         options = self.options
-        if not self.runs[index]:
+        if not self._runs(index):
             return _Drop()
         sink = self.sides[1 - index].sink
         local = index == options.local
@@ -335,13 +333,13 @@ class Link:
                 for chunk in pending.chunks:
                     protocol.sink.write(chunk)
         for index, side in enumerate(self.sides):
-            if side.source is not None and not self.eof[index]:
+            if side.source is not None and not self.sides[index].ended:
                 side.source.resume_reading()
         for index in (0, 1):
-            if self.eof[index]:  # ended (or never runs) before both sides were there
+            if self.sides[index].ended:  # ended (or never runs) before both sides were there
                 self._half_close(1 - index)
         local = self.options.local
-        if self.eof[local] and self.runs[local]:
+        if self.sides[local].ended and self._runs(local):
             self._arm_linger()
         if self.options.idle_timeout is not None:
             self._arm_sweep(loop)
@@ -360,15 +358,15 @@ class Link:
         """Side ``index``'s sink drained: read the other side again."""
         self.idle_ticks = 0
         source = self.sides[1 - index].source
-        if source is not None and not self.finished and not self.eof[1 - index]:
+        if source is not None and not self.finished and not self.sides[1 - index].ended:
             with contextlib.suppress(RuntimeError, AttributeError):
                 source.resume_reading()
 
     def ended(self, index: int) -> None:
         """Side ``index``'s source reached end of stream."""
-        if self.finished or self.eof[index]:
+        if self.finished or self.sides[index].ended:
             return
-        self.eof[index] = True
+        self.sides[index].ended = True
         if not self.running:
             return  # the rest happens when the link starts
         self._half_close(1 - index)
@@ -407,7 +405,7 @@ class Link:
             else:
                 # The transport closed: whatever the other side still sends
                 # has nowhere to go.
-                self.eof[index] = True
+                self.sides[index].ended = True
                 side.writable = False
                 self.finish("closed")
             return
@@ -415,7 +413,7 @@ class Link:
             if side.name == "stdio" and exc.errno == errno.EPIPE:
                 self.finish("standard output closed", OutputClosedError("standard output closed"))
                 return
-            if self.eof[index]:
+            if self.sides[index].ended:
                 # The peer ended its stream and then closed: what we still had
                 # for it has nowhere to go, which is a close, not an error.
                 side.writable = False
@@ -452,7 +450,7 @@ class Link:
     def _check(self, force: bool = False) -> None:
         if self.finished:
             return
-        eof = self.eof
+        eof = (self.sides[0].ended, self.sides[1].ended)
         if eof[0] and eof[1]:
             self.finish("closed")
             return
@@ -526,12 +524,12 @@ class Link:
         self.completed = True
         if self._done is not None and not self._done.done():
             self._done.set_result(self.result())
-        if self.on_done is not None:
-            self.on_done(self)
+        if self.owner is not None:
+            self.owner.link_done(self)
 
     def wait(self) -> asyncio.Future[LinkResult]:
         """A future of the result (made on demand: a link served by the engine
-        reports through ``on_done`` and needs none)."""
+        reports to its owner and needs none)."""
         if self._done is None:
             self._done = asyncio.get_running_loop().create_future()
             if self.completed:
@@ -539,7 +537,7 @@ class Link:
         return self._done
 
     def result(self) -> LinkResult:
-        counts = [getattr(p, "count", 0) if p is not None else 0 for p in self.protocols]
+        counts = [getattr(side.feeds, "count", 0) for side in self.sides]
         local = self.options.local
         return LinkResult(counts[local], counts[1 - local], self.error, self.reason)
 

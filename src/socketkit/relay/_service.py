@@ -63,7 +63,7 @@ class RelayProtocol(ConnectionProtocol, asyncio.BufferedProtocol):
         self._opening: asyncio.Task[None] | None = None
         #: connection_lost's argument, kept while the link still flushes.
         self._lost: tuple[Exception | None] | None = None
-        self.link = Link(options, names=("?", target), on_done=self._link_done)
+        self.link = Link(options, names=("?", target), owner=self)
         #: Where the client's bytes go (the other side's transport, once open).
         self.sink: Any = PendingSink()
 
@@ -160,7 +160,7 @@ class RelayProtocol(ConnectionProtocol, asyncio.BufferedProtocol):
             self._lost = (exc,)
 
     def _closed(self, exc: Exception | None) -> None:
-        other = self.link.protocols[1]
+        other = self.link.sides[1].feeds
         if other is not None:
             self.bytes_out = other.count
         ConnectionProtocol.connection_lost(self, exc)
@@ -169,7 +169,8 @@ class RelayProtocol(ConnectionProtocol, asyncio.BufferedProtocol):
         super().abort(reason, error=error)
         self.link.abort(reason)
 
-    def _link_done(self, link: Link) -> None:
+    def link_done(self, link: Link) -> None:
+        """The link ended: its error (if any) is the connection's reason."""
         if link.error is not None and self.closing_reason is None:
             self.closing_reason = str(link.error)
         if self._lost is not None:

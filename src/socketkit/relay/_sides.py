@@ -5,7 +5,9 @@ the socket seam (``_sockets.client_socket``, so ``--trace`` sees them) and
 are connected with the loop's non-blocking ``sock_connect``; names other
 than IP literals are resolved in the loop's executor. TLS is the
 ``_tls.TLSTransport`` layer over the connected socket's transport (it can
-half-close, which asyncio's own TLS transport cannot). UDP is a connected
+half-close, which asyncio's own TLS transport cannot). With plain sockets
+(no ``--trace``) the loop makes and connects stream sockets itself
+(``open_stream``). UDP is a connected
 datagram socket: one write is one datagram, and there is no end of stream.
 
 Standard input and output are the loop's pipe transports on POSIX
@@ -30,16 +32,24 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from .._sockets import client_socket, connect_failure
+from .._sockets import client_socket, connect_failure, plain_sockets
 from ..address import InetEndpoint, ResolvedAddress, UnixEndpoint, require_unix_sockets, resolve
 from ..errors import ConnectError, SocketkitError
 from ..server import ServerLog
 from ._grammar import RelayAddress
 from ._link import WRITE_HIGH_WATER, Link, SideProtocol
+from ._tls import TLSLayer, handshake_done
 
-__all__ = ["OpenOptions", "connect_stream", "open_side", "open_stdio", "stdio_transports"]
+__all__ = [
+    "OpenOptions",
+    "connect_stream",
+    "open_side",
+    "open_stdio",
+    "open_stream",
+    "stdio_transports",
+]
 
 #: Largest UDP payload over IPv4 (65535 - 20 IP header - 8 UDP header).
 MAX_DATAGRAM = 65507
@@ -91,6 +101,19 @@ async def _resolve(endpoint: InetEndpoint, family: int, type: int) -> list[Resol
     return await loop.run_in_executor(None, call)
 
 
+async def _targets(
+    endpoint: InetEndpoint | UnixEndpoint, family: int, type: int
+) -> list[tuple[int, int, int, Any, str | None]]:
+    """Where to connect, in order: (family, type, proto, sockaddr, shown address)."""
+    if isinstance(endpoint, UnixEndpoint):
+        require_unix_sockets()
+        return [(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
+    if endpoint.host is None:
+        raise ConnectError("cannot connect: no host given")
+    found = await _resolve(endpoint, family, type)
+    return [(r.family, r.type, r.proto, r.sockaddr, str(r)) for r in found]
+
+
 async def connect_stream(
     endpoint: InetEndpoint | UnixEndpoint,
     *,
@@ -98,23 +121,14 @@ async def connect_stream(
     timeout: float | None = None,
     type: int = socket.SOCK_STREAM,
 ) -> socket.socket:
-    """A non-blocking socket connected to ``endpoint``, each resolved address in turn.
+    """A non-blocking socket from the seam connected to ``endpoint``, each address in turn.
 
     Raises:
         ConnectError, SocketTimeoutError, AddressError: as ``_sockets.connect_socket``.
     """
     loop = asyncio.get_running_loop()
-    targets: list[tuple[int, int, int, Any, str | None]]
-    if isinstance(endpoint, UnixEndpoint):
-        require_unix_sockets()
-        targets = [(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
-    else:
-        if endpoint.host is None:
-            raise ConnectError("cannot connect: no host given")
-        found = await _resolve(endpoint, family, type)
-        targets = [(r.family, r.type, r.proto, r.sockaddr, str(r)) for r in found]
     last: SocketkitError | None = None
-    for fam, typ, proto, sockaddr, shown in targets:
+    for fam, typ, proto, sockaddr, shown in await _targets(endpoint, family, type):
         sock = client_socket(fam, typ, proto, str(endpoint))
         try:
             sock.setblocking(False)
@@ -130,6 +144,49 @@ async def connect_stream(
         if typ == socket.SOCK_STREAM and fam in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+    assert last is not None
+    raise last
+
+
+async def open_stream(
+    endpoint: InetEndpoint | UnixEndpoint,
+    factory: Callable[[], asyncio.BaseProtocol],
+    *,
+    family: int = socket.AF_UNSPEC,
+    timeout: float | None = None,
+) -> Any:
+    """A stream transport connected to ``endpoint``, with ``factory``'s protocol.
+
+    The socket comes from the seam (``connect_stream``) when the seam makes
+    traced sockets, so that ``--trace`` shows every call. Otherwise the loop
+    makes and connects it itself: uvloop does so in C, with no Python socket
+    object per connection (a tenth of a relayed connection's memory).
+
+    Raises:
+        ConnectError, SocketTimeoutError, AddressError: as ``connect_stream``.
+    """
+    loop = asyncio.get_running_loop()
+    if not plain_sockets():
+        sock = await connect_stream(endpoint, family=family, timeout=timeout)
+        try:
+            transport, _ = await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return transport
+    last: SocketkitError | None = None
+    for fam, _typ, _proto, sockaddr, shown in await _targets(endpoint, family, socket.SOCK_STREAM):
+        try:
+            async with asyncio.timeout(timeout):
+                if fam == socket.AF_UNIX:
+                    transport, _ = await loop.create_unix_connection(factory, sockaddr)
+                else:
+                    host, port = sockaddr[0], sockaddr[1]
+                    transport, _ = await loop.create_connection(factory, host, port, family=fam)
+        except OSError as exc:
+            last = connect_failure(exc, endpoint, shown, timeout)
+            continue
+        return transport
     assert last is not None
     raise last
 
@@ -209,24 +266,22 @@ async def open_side(
         udp = DatagramSink(dgram_transport)
         link.attach(index, udp, udp, dgram)
         return
-    sock = await connect_stream(endpoint, family=family, timeout=opts.connect_timeout)
-    opts.log.event(f"connected to {name}", "connected", True, peer=name)
     protocol = SideProtocol(link, index, counter=counter)
+    timeout = opts.connect_timeout
     if addr.transport == "tls":
-        from ._tls import start_tls_client
-
         assert opts.tls_client is not None and isinstance(endpoint, InetEndpoint)
         hostname = addr.get("sni") or opts.server_hostname or endpoint.host or "localhost"
-        tls = await start_tls_client(
-            sock, opts.tls_client, protocol, hostname, name, opts.connect_timeout, opts.log
-        )
-        link.attach(index, tls, tls, protocol)
+        layer = TLSLayer(opts.tls_client, protocol, server_side=False, server_hostname=hostname)
+        await open_stream(endpoint, lambda: layer, family=family, timeout=timeout)
+        opts.log.event(f"connected to {name}", "connected", True, peer=name)
+        await handshake_done(layer, role="client", where=name, timeout=timeout)
+        opts.log.event(f"TLS with {name}: {layer.describe()}", "tls", True)
+        protocol.connection_made(cast(asyncio.Transport, layer))  # the layer is its transport
+        link.attach(index, layer, layer, protocol)
+        layer.start_app()
         return
-    try:
-        transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
-    except BaseException:
-        sock.close()
-        raise
+    transport = await open_stream(endpoint, lambda: protocol, family=family, timeout=timeout)
+    opts.log.event(f"connected to {name}", "connected", True, peer=name)
     link.attach(index, transport, transport, protocol)
 
 
@@ -402,7 +457,9 @@ async def open_stdio(link: Link, index: int) -> None:
     """Attach standard input and output to ``link`` as side ``index``."""
     reader = SideProtocol(link, index, "source")
     writer = SideProtocol(link, index, "sink")
-    source, sink, stays_open = await stdio_transports(reader, writer, read=not link.eof[index])
+    source, sink, stays_open = await stdio_transports(
+        reader, writer, read=not link.sides[index].ended
+    )
     link.attach(
         index,
         source,

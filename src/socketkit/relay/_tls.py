@@ -30,7 +30,7 @@ from typing import Any
 
 from ..tls import HANDSHAKE_TIMEOUT, translate_ssl_error
 
-__all__ = ["TLSLayer", "handshake_done", "start_tls_client"]
+__all__ = ["TLSLayer", "handshake_done"]
 
 #: Plaintext bytes decrypted per read (one TLS record is at most 16 KiB).
 READ_SIZE = 256 * 1024
@@ -225,27 +225,3 @@ async def handshake_done(layer: TLSLayer, *, role: str, where: str, timeout: flo
     except (ssl.SSLError, OSError, TimeoutError) as exc:
         layer.abort()
         raise translate_ssl_error(exc, where=where, role=role) from exc  # type: ignore[arg-type]
-
-
-async def start_tls_client(
-    sock: Any,
-    ctx: ssl.SSLContext,
-    app: Any,
-    server_hostname: str,
-    where: str,
-    timeout: float | None,
-    log: Any,
-) -> TLSLayer:
-    """TLS over a connected socket for protocol ``app``; return the layer, its transport."""
-    loop = asyncio.get_running_loop()
-    layer = TLSLayer(ctx, app, server_side=False, server_hostname=server_hostname)
-    try:
-        await loop.create_connection(lambda: layer, sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    await handshake_done(layer, role="client", where=where, timeout=timeout)
-    log.event(f"TLS with {where}: {layer.describe()}", "tls", True)
-    app.connection_made(layer)
-    layer.start_app()
-    return layer
