@@ -257,42 +257,52 @@ def test_relay_2000_concurrent_connections(tmp_path: Path) -> None:
     )
     assert fds_peak == fds_before + 2 * n  # the client's socket and its upstream, each
     assert threads_peak == threads_before
-    assert rss_after - rss_before < 16 * 1024, "RSS did not come back near its baseline"
+    assert rss_after - rss_before < n * 4, "more memory kept than the connections used"
     assert latency < 1.0
 
 
 def test_relay_flood_of_5000_then_serves_at_once(tmp_path: Path) -> None:
     """Check 4b (relay): 5000 connections opened through the relay and closed (half
-    with resets): a new connection is served at once; descriptors and RSS back."""
+    with resets), twice: a new connection is served at once, every descriptor is
+    back, and the second flood costs no more memory than the first (nothing leaks:
+    what the first one freed is reused)."""
     n = 5000
     with relay_to_echo(tmp_path) as (relay, port):
         fds_before = relay.baseline_fds(port)
         rss_before = relay.rss_kib()
 
-        async def scenario() -> int:
+        async def flood() -> int:
             writers = await _open_echoed(port, n)
             fds = relay.fds()
             await _close_all(writers)
             return fds
 
-        fds_peak = asyncio.run(scenario())
-        latency = echo_roundtrip(port)
-        wait_until(lambda: relay.fds() == fds_before, 30, what="relay fds back to baseline")
-        rss_after = relay.rss_kib()
+        rss_after = []
+        latencies = []
+        for _ in range(2):
+            fds_peak = asyncio.run(flood())
+            latencies.append(echo_roundtrip(port))
+            wait_until(lambda: relay.fds() == fds_before, 30, what="relay fds back to baseline")
+            rss_after.append(relay.rss_kib())
         relay.assert_clean_log()
     record(
         "4b_flood_5000_relay",
         connections=n,
+        floods=2,
         fds_before=fds_before,
         fds_peak=fds_peak,
         fds_after=fds_before,
         rss_before_kib=rss_before,
-        rss_after_kib=rss_after,
-        latency_after_s=round(latency, 3),
+        rss_after_first_kib=rss_after[0],
+        rss_after_second_kib=rss_after[1],
+        latency_after_s=[round(x, 3) for x in latencies],
     )
     assert fds_peak == fds_before + 2 * n
-    assert latency < 1.0
-    assert rss_after - rss_before < 32 * 1024, "RSS did not come back near its baseline"
+    assert max(latencies) < 1.0
+    # The allocators keep part of what 5000 connections used (about 3.7 KiB
+    # each) for the next burst; a leak would show as growth on the second flood.
+    assert rss_after[0] - rss_before < n * 4, "more memory kept than the connections used"
+    assert rss_after[1] - rss_after[0] < 4 * 1024, "the second flood grew RSS: a leak"
 
 
 def test_relay_client_that_never_reads_is_released(tmp_path: Path) -> None:
