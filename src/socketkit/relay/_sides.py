@@ -22,6 +22,7 @@ standard input is read by one small thread (``_ThreadSource``).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import ipaddress
@@ -419,6 +420,22 @@ class _FileSink:
     abort = close
 
 
+def _restore_blocking_at_exit(*fds: int) -> None:
+    """The pipe transports make fds 0 and 1 non-blocking, and a terminal shares
+    that flag with the shell: put back what it was when the process exits."""
+    if not hasattr(os, "get_blocking"):  # Windows before 3.12: no such flag to restore
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.get_blocking(fd):
+                atexit.register(_set_blocking, fd)
+
+
+def _set_blocking(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.set_blocking(fd, True)
+
+
 async def stdio_transports(
     reader: Any, writer: Any, *, read: bool = True, read_fd: int = 0, write_fd: int = 1
 ) -> tuple[Any, Any, bool]:
@@ -429,6 +446,7 @@ async def stdio_transports(
     leaves the process's own descriptors alone.
     """
     loop = asyncio.get_running_loop()
+    _restore_blocking_at_exit(read_fd, write_fd)
     source: Any = None
     if read:
         if sys.platform == "win32":
