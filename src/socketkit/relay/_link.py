@@ -44,7 +44,6 @@ from typing import Any, Protocol
 from ..errors import BrokenError, SocketkitError, translate_os_error
 
 __all__ = [
-    "READS",
     "WRITE_HIGH_WATER",
     "WRITE_LOW_WATER",
     "Link",
@@ -59,12 +58,6 @@ __all__ = [
 #: stops reading the side that feeds it (the engine's figure for servers).
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
-
-#: Bytes of the buffer that sides read into (the read size of asyncio and uvloop).
-READ_SIZE = 256 * 1024
-#: A read this large is written on as a view of the read buffer (no copy); a
-#: smaller one is copied, which costs less than replacing the buffer.
-VIEW_MIN = 16 * 1024
 
 #: Directions as the hex dump shows them: a -> b is "sent", b -> a "received".
 SENT = ">"
@@ -167,12 +160,11 @@ class _Filter:
         self.transform = transform
         self.observer = observer
 
-    def write(self, data: bytes | memoryview) -> None:
-        data = bytes(data)
+    def write(self, data: bytes) -> None:
         if self.transform is not None:
             data = self.transform(data)
         if self.observer is not None:
-            self.observer(self.direction, data)
+            self.observer(self.direction, bytes(data))
         self.sink.write(data)
 
 
@@ -542,45 +534,11 @@ class Link:
         return LinkResult(counts[local], counts[1 - local], self.error, self.reason)
 
 
-class ReadBuffer:
-    """The buffer every side reads into (``asyncio.BufferedProtocol``), one per process.
-
-    The loop runs one read callback at a time, so one buffer serves every
-    side. A large read is written on as a view of it, which saves copying it
-    into a new bytes object per read (a tenth of the relay's time in bulk
-    transfers); when the sink keeps that view (it could not send everything
-    at once: ``get_write_buffer_size()`` > 0, or a sink that cannot say), the
-    sink owns the buffer from then on and the next read gets a new one.
-    """
-
-    __slots__ = ("view",)
-
-    def __init__(self) -> None:
-        self.view = memoryview(bytearray(READ_SIZE))
-
-    def hand_on(self, nbytes: int, sink: Any) -> None:
-        """Write the ``nbytes`` just read to ``sink``."""
-        view = self.view
-        if nbytes < VIEW_MIN:
-            sink.write(view[:nbytes].tobytes())
-            return
-        sink.write(view[:nbytes])
-        pending = getattr(sink, "get_write_buffer_size", None)
-        if pending is None or pending():
-            self.view = memoryview(bytearray(READ_SIZE))
-
-
-#: The process's read buffer.
-READS = ReadBuffer()
-
-
-class SideProtocol(asyncio.BufferedProtocol):
+class SideProtocol(asyncio.Protocol):
     """The protocol of one side's transport: data straight into the other side's sink.
 
     ``part``: "both" for a socket (reading and writing one transport),
     "source" or "sink" when a side has two transports (standard I/O, pipes).
-    Sockets read into the shared ``READS`` buffer; transports that do not
-    take a buffered protocol (asyncio's pipes, files) call ``data_received``.
     """
 
     __slots__ = ("count", "counter", "index", "link", "part", "sink", "transport")
@@ -600,16 +558,8 @@ class SideProtocol(asyncio.BufferedProtocol):
             with contextlib.suppress(AttributeError, NotImplementedError):
                 transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return READS.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        # The relay's hot path: count, mark progress, hand the bytes on.
-        self.count += nbytes
-        self.counter.idle_ticks = 0
-        READS.hand_on(nbytes, self.sink)
-
     def data_received(self, data: bytes) -> None:
+        # The relay's hot path: count, mark progress, hand the bytes on.
         self.count += len(data)
         self.counter.idle_ticks = 0
         self.sink.write(data)

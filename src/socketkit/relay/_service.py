@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import SocketkitError
 from ..server import ConnectionProtocol
 from ..server._engine import ConnectionHost
-from ._link import READS, Link, LinkOptions, PendingSink
+from ._link import Link, LinkOptions, PendingSink
 from ._tls import TLSLayer, handshake_done
 
 __all__ = ["Opener", "RelayProtocol", "relay_factory"]
@@ -40,11 +40,8 @@ __all__ = ["Opener", "RelayProtocol", "relay_factory"]
 Opener = Callable[[Link, int, Any], Awaitable[None]]
 
 
-class RelayProtocol(ConnectionProtocol, asyncio.BufferedProtocol):
-    """An accepted connection relayed to whatever ``open_other`` opens.
-
-    It reads into the shared ``READS`` buffer, as every side does.
-    """
+class RelayProtocol(ConnectionProtocol):
+    """An accepted connection relayed to whatever ``open_other`` opens."""
 
     __slots__ = ("_lost", "_open_other", "_opening", "_tls", "link", "sink")
 
@@ -109,20 +106,8 @@ class RelayProtocol(ConnectionProtocol, asyncio.BufferedProtocol):
         finally:
             self._opening = None
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return READS.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        # The relay's hot path, as the echo service's: bookkeeping inlined.
-        if self._proxy is not None:
-            ConnectionProtocol.data_received(self, READS.view[:nbytes].tobytes())
-            return
-        self.bytes_in += nbytes
-        self.idle_ticks = 0
-        READS.hand_on(nbytes, self.sink)
-
     def data_received(self, data: bytes) -> None:
-        # Plain reads (a TLS layer above the socket hands its plaintext here).
+        # The relay's hot path, as the echo service's: bookkeeping inlined.
         if self._proxy is not None:
             ConnectionProtocol.data_received(self, data)
             return

@@ -403,9 +403,6 @@ class _FileSink:
                 self.closed = True
                 self.protocol.connection_lost(exc)
 
-    def get_write_buffer_size(self) -> int:
-        return 0  # written through at once
-
     def write_eof(self) -> None:
         self.close()
 
