@@ -39,7 +39,8 @@ def raise_nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def pinned(cmd: Sequence[str], cpu: int | None) -> list[str]:
+def pinned(cmd: Sequence[str], cpu: int | str | None) -> list[str]:
+    """``cmd`` run by taskset on ``cpu`` (a CPU number or a list such as ``0,1``)."""
     return ["taskset", "-c", str(cpu), *cmd] if cpu is not None else list(cmd)
 
 
@@ -96,7 +97,7 @@ def end_process(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
 class ServerProcess:
     """A server under test: started, waited for, measured, ended."""
 
-    def __init__(self, cmd: Sequence[str], cpu: int | None, ready_timeout: float = 20.0):
+    def __init__(self, cmd: Sequence[str], cpu: int | str | None, ready_timeout: float = 20.0):
         self.cmd = list(cmd)
         self.port = 0
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
@@ -238,7 +239,7 @@ def last_json(stdout: bytes) -> dict[str, Any]:
     raise ValueError("no JSON result in the load generator's output")
 
 
-def run_loadgen(cmd: Sequence[str], cpu: int | None, timeout: float) -> dict[str, Any]:
+def run_loadgen(cmd: Sequence[str], cpu: int | str | None, timeout: float) -> dict[str, Any]:
     """Run the load generator to completion and return its JSON result."""
     proc = subprocess.Popen(
         pinned(cmd, cpu),

@@ -95,6 +95,11 @@ SERVERS: dict[str, ServerSpec] = {
             udp=lambda ctx: [str(BIN_DIR / "echo_server"), "--udp", "0"],
         ),
         ServerSpec(
+            "c-mmsg",
+            "C epoll, recvmmsg/sendmmsg",
+            udp=lambda ctx: [str(BIN_DIR / "echo_server"), "--udp-mmsg", "0"],
+        ),
+        ServerSpec(
             "uvloop",
             "asyncio Protocol + uvloop",
             tcp=_script("asyncio_echo.py", "--uvloop"),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import relay
+from benchmarks import relay, scaling
 from benchmarks.procs import (
     CpuMeter,
     IdleClients,
@@ -60,11 +60,12 @@ class Settings(argparse.Namespace):
     warmup: float
     server_cpu: int | None
     loadgen_cpu: int | None
+    cpus: list[int]  # every CPU the run may use, before the driver pins itself
     ctx: Context
 
 
 def all_scenarios() -> list[Scenario]:
-    return [*SCENARIOS, *relay.RELAY_SCENARIOS]
+    return [*SCENARIOS, *relay.RELAY_SCENARIOS, *scaling.SCALE_SCENARIOS]
 
 
 # --------------------------------------------------------------- one run per kind
@@ -275,6 +276,34 @@ def bench_relay_scenario(sc: Scenario, st: Settings, sc_result: dict[str, Any]) 
         }
 
 
+def bench_scale_scenario(sc: Scenario, st: Settings, sc_result: dict[str, Any]) -> None:
+    """The multi-core layouts of ``scaling``: socketkit alone, against itself with one worker."""
+    try:
+        sc_result["results"] = scaling.bench_scaling(
+            sc,
+            runs=st.runs,
+            quick=st.quick,
+            duration=st.duration,
+            warmup=st.warmup,
+            python=st.ctx.python,
+            extra=st.ctx.socketkit_args,
+            cpus=st.cpus,
+            log=log,
+        )
+    except Exception as exc:  # never let one scenario end the run
+        log(f"[{sc.name}] FAILED ({exc})")
+        sc_result["results"] = {
+            "layouts": {"server": "layouts", "status": "failed", "reason": str(exc), "runs": []}
+        }
+
+
+#: Kinds that run their own contenders instead of the echo servers of ``--server``.
+OWN_CONTENDERS: dict[str, Callable[[Scenario, Settings, dict[str, Any]], None]] = {
+    "relay": bench_relay_scenario,
+    "scale": bench_scale_scenario,
+}
+
+
 def add_ratios(sc_result: dict[str, Any]) -> None:
     results = sc_result["results"]
     for ref_name, key in ((REF_C, "vs_c"), (REF_UVLOOP, "vs_uvloop")):
@@ -413,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     st.warmup = args.warmup if args.warmup is not None else (0.25 if args.quick else 1.0)
     st.ctx = Context(python=args.python, socketkit_args=tuple(shlex.split(args.socketkit_args)))
     st.server_cpu, st.loadgen_cpu, pin_note = choose_cpus(args)
+    st.cpus = sorted(os.sched_getaffinity(0))
 
     # SIGTERM unwinds like Ctrl-C, so every started process is ended by the finally blocks.
     signal.signal(signal.SIGTERM, _terminate)
@@ -429,13 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [
         s for s in all_scenarios() if not selected or s.name in selected or s.kind in selected
     ]
-    # Relay scenarios have their own contenders: they run by default and when asked for,
-    # but not when --server narrows the run to some echo servers.
+    # Relay and scaling scenarios have their own contenders: they run by default and
+    # when asked for, but not when --server narrows the run to some echo servers.
     scenarios = [
         s
         for s in scenarios
         if s.kind in KIND_RUNNERS
-        or (s.kind == "relay" and (not args.server or s.name in selected or "relay" in selected))
+        or (
+            s.kind in OWN_CONTENDERS
+            and (not args.server or s.name in selected or s.kind in selected)
+        )
     ]
     servers = [SERVERS[n] for n in (args.server or SERVERS)]
 
@@ -483,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
                 "results": {},
             }
             report["scenarios"].append(sc_result)
-            if sc.kind == "relay":
-                bench_relay_scenario(sc, st, sc_result)
+            if sc.kind in OWN_CONTENDERS:
+                OWN_CONTENDERS[sc.kind](sc, st, sc_result)
             else:
                 bench_scenario(sc, servers, st, sc_result)
     except KeyboardInterrupt:

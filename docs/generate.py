@@ -217,12 +217,16 @@ def tutorial(images: Path | None) -> str:
 
     parts.append("## 7. Measuring: `socketkit bench`\n")
     parts.append(
-        "An iperf-class benchmark with both ends in socketkit. Start a bench server, then "
-        "run tests against it: TCP throughput (`-P` streams, `-R` reverse, `--bidir`), UDP "
-        "at a bitrate (`-u -b`) with loss and jitter, and request/response latency "
-        "(`--latency`, also against any echo server). `--json` prints a document; "
-        "`--plot FILE.png` draws the rate over time and the latency distribution. "
-        "The figures below are from the machine that generated this page.\n"
+        "An iperf-class benchmark that speaks iperf3's protocol: `socketkit bench client "
+        "HOST` measures against any iperf3 3.x server (`iperf3 -s`) and `socketkit bench "
+        "server` answers `iperf3 -c`, with iperf3's options (`-P` streams, `-R` reverse, "
+        "`--bidir`, `-u -b` UDP bitrate with loss and jitter, `-n`/`-k`, `-w`, `-O`, "
+        "`-J` for iperf3's JSON document, `--get-server-output`). Unlike iperf3's server, "
+        "`bench server` runs many tests at once (`-1` stops after one). What iperf3 lacks "
+        "stays: request/response latency percentiles (`--latency`, against `bench server` "
+        "or any echo service; an iperf3 server has no echo and the client says so) and "
+        "`--plot FILE.png`. The figures below are from the machine that generated this "
+        "page, socketkit at both ends.\n"
     )
     server = Server(["bench", "server", "-p", "0"])
     for args in (
@@ -257,9 +261,12 @@ def tutorial(images: Path | None) -> str:
         "![latency plot](images/bench-latency.png)\n"
     )
     parts.append(
-        "One Python process is about one core. The summary's last line gives each client "
-        "process's CPU use: near 100 % means the client may be the limit, so add "
-        "`--procs N` to spread the streams over N processes.\n"
+        "Against iperf3 the commands are the same: `socketkit bench client HOST -P 4` "
+        "with `iperf3 -s` on HOST, or `iperf3 -c HOST -R` with `socketkit bench server` "
+        "there. Both ends count every stream's bytes exactly: what one side sent is what "
+        "the other received. One Python process is about one core: against a C peer at "
+        "tens of Gbit/s the Python side is the limit, and `cpu_utilization_percent` in "
+        "the `-J` document shows it.\n"
     )
     parts.append("See [the command pages](commands/) for every option.\n")
     return "\n".join(parts)

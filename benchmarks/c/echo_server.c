@@ -2,7 +2,9 @@
  * echo_server.c -- reference epoll echo server for socketkit's benchmarks.
  *
  *   echo_server --tcp PORT [--host ADDR]    TCP echo (port 0: kernel picks)
- *   echo_server --udp PORT [--host ADDR]    UDP echo
+ *   echo_server --udp PORT [--host ADDR]    UDP echo, recvfrom/sendto
+ *   echo_server --udp-mmsg PORT [--host ADDR]   UDP echo, recvmmsg/sendmmsg
+ *                                              (up to 64 datagrams per call)
  *
  * Prints "listening on port N" (the actual port, flushed) once ready.
  *
@@ -230,17 +232,67 @@ static int run_udp(const char *host, int port) {
     return 0;
 }
 
+#define MMSG_VLEN 64
+#define MMSG_SIZE 65536
+
+static int run_udp_mmsg(const char *host, int port) {
+    int fd = make_socket(SOCK_DGRAM, host, port);
+    int ep = epoll_create1(0);
+    if (ep < 0) die("epoll_create1");
+    struct epoll_event ev, events[4];
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    static char bufs[MMSG_VLEN][MMSG_SIZE];
+    static struct sockaddr_storage peers[MMSG_VLEN];
+    static struct iovec iov[MMSG_VLEN], out_iov[MMSG_VLEN];
+    static struct mmsghdr in[MMSG_VLEN], out[MMSG_VLEN];
+    for (int i = 0; i < MMSG_VLEN; i++) {
+        iov[i].iov_base = out_iov[i].iov_base = bufs[i];
+        iov[i].iov_len = MMSG_SIZE;
+        in[i].msg_hdr.msg_iov = &iov[i];
+        in[i].msg_hdr.msg_iovlen = 1;
+        in[i].msg_hdr.msg_name = out[i].msg_hdr.msg_name = &peers[i];
+        out[i].msg_hdr.msg_iov = &out_iov[i];
+        out[i].msg_hdr.msg_iovlen = 1;
+    }
+    while (!stop_flag) {
+        int n = epoll_wait(ep, events, 4, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (;;) {
+            for (int i = 0; i < MMSG_VLEN; i++) in[i].msg_hdr.msg_namelen = sizeof peers[i];
+            int r = recvmmsg(fd, in, MMSG_VLEN, MSG_DONTWAIT, NULL);
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                break; /* EAGAIN, or an ICMP error from an earlier reply: go on */
+            }
+            for (int i = 0; i < r; i++) {
+                out_iov[i].iov_len = in[i].msg_len;
+                out[i].msg_hdr.msg_namelen = in[i].msg_hdr.msg_namelen;
+            }
+            /* A full socket buffer on the peer's side drops the replies: UDP. */
+            sendmmsg(fd, out, (unsigned)r, MSG_DONTWAIT);
+            if (r < MMSG_VLEN) break;
+        }
+    }
+    return 0;
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: echo_server (--tcp PORT | --udp PORT) [--host ADDR]\n");
+    fprintf(stderr, "usage: echo_server (--tcp PORT | --udp PORT | --udp-mmsg PORT) [--host ADDR]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1";
-    int port = -1, udp = 0;
+    int port = -1, udp = 0; /* 1: recvfrom, 2: recvmmsg */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tcp") && i + 1 < argc) { port = atoi(argv[++i]); udp = 0; }
         else if (!strcmp(argv[i], "--udp") && i + 1 < argc) { port = atoi(argv[++i]); udp = 1; }
+        else if (!strcmp(argv[i], "--udp-mmsg") && i + 1 < argc) { port = atoi(argv[++i]); udp = 2; }
         else if (!strcmp(argv[i], "--host") && i + 1 < argc) host = argv[++i];
         else usage();
     }
@@ -252,5 +304,6 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    if (udp == 2) return run_udp_mmsg(host, port);
     return udp ? run_udp(host, port) : run_tcp(host, port);
 }

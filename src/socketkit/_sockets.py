@@ -25,12 +25,12 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from .address import (
     Endpoint,
     InetEndpoint,
-    ResolvedAddress,
     UnixEndpoint,
     format_sockaddr,
     require_unix_sockets,
@@ -46,9 +46,11 @@ from .errors import (
 )
 
 __all__ = [
+    "MAX_UDP_PAYLOAD",
+    "ConnectAttempt",
+    "Connecting",
     "bind_socket",
     "bound_port",
-    "client_socket",
     "connect_failure",
     "connect_socket",
     "listen_backlog",
@@ -59,6 +61,9 @@ __all__ = [
 ]
 
 _WINDOWS = sys.platform == "win32"
+
+#: The largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header).
+MAX_UDP_PAYLOAD = 65507
 
 SocketFactory = Callable[[int, int, int], socket.socket]
 #: Makes every socket of the library (``socketkit.trace`` swaps in a traced one).
@@ -174,7 +179,7 @@ def _bind_addresses(
                 (socket.AF_INET, ("0.0.0.0", port), False),
             ]
         return [(socket.AF_INET, ("0.0.0.0", port), False)]
-    found: list[ResolvedAddress] = resolve(endpoint, family=family, type=type, passive=True)
+    found = resolve(endpoint, family=family, type=type, passive=True)
     return [(r.family, r.sockaddr, False) for r in found]
 
 
@@ -253,6 +258,117 @@ def _bind_error(exc: OSError, where: str) -> SocketkitError:
     return translate_os_error(exc, phase="bind", where=where)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectAttempt:
+    """One address to try when connecting an endpoint."""
+
+    family: int
+    type: int
+    proto: int
+    sockaddr: str | tuple[str, int] | tuple[str, int, int, int]
+    #: The address, formatted, when it came from resolving the endpoint.
+    address: str | None
+
+
+class Connecting:
+    """Connecting one endpoint: the addresses to try, a socket each, the last failure.
+
+    Both layers drive it the same way and differ only in the connect call
+    (blocking with a timeout here, ``loop.sock_connect`` in ``socketkit.aio``)::
+
+        connecting = Connecting(endpoint, timeout=...)
+        for attempt in connecting.attempts():
+            with connecting.trying(attempt) as sock:
+                sock.connect(attempt.sockaddr)
+                return connecting.connected(attempt, sock)
+        raise connecting.failure()
+    """
+
+    __slots__ = ("_endpoint", "_family", "_last", "_timeout", "_type")
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        type: int = socket.SOCK_STREAM,
+        family: int = socket.AF_UNSPEC,
+        timeout: float | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._type = type
+        self._family = family
+        self._timeout = timeout
+        self._last: SocketkitError | None = None
+
+    @property
+    def resolving(self) -> bool:
+        """True when ``attempts()`` asks the resolver (a host name, not an address literal)."""
+        host = self._endpoint.host if isinstance(self._endpoint, InetEndpoint) else None
+        return host is not None and host != "" and not _is_numeric(host)
+
+    def attempts(self) -> list[ConnectAttempt]:
+        """The addresses to try, in order (resolving a host name blocks).
+
+        Raises:
+            ConnectError: no host given.
+            AddressError: the host does not resolve.
+            UnsupportedError: Unix sockets (or Unix datagram clients) missing here.
+        """
+        endpoint, type = self._endpoint, self._type
+        if isinstance(endpoint, UnixEndpoint):
+            require_unix_sockets()
+            if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
+                raise UnsupportedError("Unix datagram clients need Linux's autobind here")
+            return [ConnectAttempt(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
+        if endpoint.host is None:
+            raise ConnectError("cannot connect: no host given")
+        found = resolve(endpoint, family=self._family, type=type)
+        return [ConnectAttempt(a.family, a.type, a.proto, a.sockaddr, str(a)) for a in found]
+
+    @contextlib.contextmanager
+    def trying(self, attempt: ConnectAttempt) -> Iterator[socket.socket]:
+        """A socket for ``attempt``; an OSError in the block closes it and is remembered.
+
+        Anything else (a cancellation, Ctrl-C) closes it and propagates.
+
+        Raises:
+            SocketkitError: socket(2) (or a Unix datagram client's autobind)
+                failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
+        """
+        try:
+            sock = _new_socket(attempt.family, attempt.type, attempt.proto)
+        except OSError as exc:
+            raise translate_os_error(exc, phase="connect", where=str(self._endpoint)) from exc
+        try:
+            if (
+                attempt.family == getattr(socket, "AF_UNIX", None)
+                and attempt.type == socket.SOCK_DGRAM
+            ):
+                sock.bind("")  # Linux autobind: an abstract address the server can answer
+            yield sock
+        except OSError as exc:
+            sock.close()
+            self._last = connect_failure(exc, self._endpoint, attempt.address, self._timeout)
+        except BaseException:
+            sock.close()
+            raise
+
+    def connected(self, attempt: ConnectAttempt, sock: socket.socket) -> socket.socket:
+        """Options set once ``attempt`` has connected; returns ``sock``."""
+        if attempt.type == socket.SOCK_STREAM and attempt.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            # Small request/response exchanges should not wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def failure(self) -> SocketkitError:
+        """Why the last attempt failed (once every attempt has)."""
+        assert self._last is not None
+        return self._last
+
+
 def connect_socket(
     endpoint: Endpoint,
     *,
@@ -270,62 +386,14 @@ def connect_socket(
         SocketTimeoutError: no answer within ``timeout`` seconds.
         AddressError: the host does not resolve.
     """
-    if isinstance(endpoint, UnixEndpoint):
-        require_unix_sockets()
-        sock = client_socket(socket.AF_UNIX, type, 0, str(endpoint))
-        try:
-            if type == socket.SOCK_DGRAM and not sys.platform.startswith("linux"):
-                raise UnsupportedError("Unix datagram clients need Linux's autobind here")
-            if type == socket.SOCK_DGRAM:
-                sock.bind("")  # Linux autobind: an abstract address the server can answer
+    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout)
+    for attempt in connecting.attempts():
+        with connecting.trying(attempt) as sock:
             sock.settimeout(timeout)
-            sock.connect(endpoint.sockaddr)
+            sock.connect(attempt.sockaddr)
             sock.settimeout(None)
-        except OSError as exc:
-            sock.close()
-            raise connect_failure(exc, endpoint, None, timeout) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    if endpoint.host is None:
-        raise ConnectError("cannot connect: no host given")
-    last: SocketkitError | None = None
-    for addr in resolve(endpoint, family=family, type=type):
-        sock = client_socket(addr.family, addr.type, addr.proto, str(endpoint))
-        try:
-            sock.settimeout(timeout)
-            sock.connect(addr.sockaddr)
-            sock.settimeout(None)
-        except OSError as exc:
-            sock.close()
-            last = connect_failure(exc, endpoint, str(addr), timeout)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        if addr.type == socket.SOCK_STREAM and addr.family in (socket.AF_INET, socket.AF_INET6):
-            # Small request/response exchanges should not wait for Nagle.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    assert last is not None
-    raise last
-
-
-def client_socket(family: int, type: int, proto: int, where: str) -> socket.socket:
-    """socket(2) for a connection to ``where``; out of descriptors is our error too.
-
-    Callers that connect on an event loop (the relay) make their sockets
-    here as well, so ``--trace`` sees them.
-
-    Raises:
-        SocketkitError: socket(2) failed (EMFILE, ENFILE, ENOBUFS...), errno kept.
-    """
-    try:
-        return _new_socket(family, type, proto)
-    except OSError as exc:
-        raise translate_os_error(exc, phase="connect", where=where) from exc
+            return connecting.connected(attempt, sock)
+    raise connecting.failure()
 
 
 def connect_failure(

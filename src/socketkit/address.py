@@ -36,6 +36,7 @@ __all__ = [
     "InetEndpoint",
     "ResolvedAddress",
     "UnixEndpoint",
+    "as_endpoint",
     "family_from_flags",
     "format_sockaddr",
     "has_unix_sockets",
@@ -217,10 +218,30 @@ def parse_endpoint(
     return InetEndpoint(_check_host(text, original), default_port)
 
 
+def as_endpoint(endpoint: Endpoint | str | int, *, default_host: str | None) -> Endpoint:
+    """What a library call was given as its endpoint, as an ``Endpoint``.
+
+    An endpoint is taken as it is, text is parsed (``parse_endpoint``), and a
+    bare port number is that port on ``default_host`` (None: every interface).
+
+    Raises:
+        AddressError: malformed text or bad port.
+    """
+    if isinstance(endpoint, int):
+        return InetEndpoint(default_host, parse_port(endpoint))
+    if isinstance(endpoint, str):
+        return parse_endpoint(endpoint, default_host=default_host)
+    return endpoint
+
+
 def family_from_flags(ipv4: bool = False, ipv6: bool = False) -> int:
-    """Map the ``-4``/``-6`` command-line flags to an address family."""
+    """The address family for "IPv4 only" / "IPv6 only" (AF_UNSPEC for neither).
+
+    Raises:
+        AddressError: both were asked for.
+    """
     if ipv4 and ipv6:
-        raise AddressError("choose at most one of -4 and -6")
+        raise AddressError("IPv4 only and IPv6 only exclude each other: choose at most one")
     if ipv4:
         return socket.AF_INET
     if ipv6:

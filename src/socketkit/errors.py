@@ -7,10 +7,16 @@ once, prints ``str(exc)`` and exits with ``exc.exit_code``::
 
     SocketkitError                      exit 1
     ├── UsageError                      exit 2   bad command-line input
+    ├── SettingError (ValueError)       exit 2   a setting the library does not know or take
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
     ├── ConnectError (ConnectionError)  exit 3   refused, unreachable
-    │   └── TLSError                    exit 3   TLS handshake or certificate verification failed
+    │   ├── TLSError                    exit 3   TLS handshake or certificate verification failed
+    │   └── ProxyError                  exit 3   a SOCKS or HTTP proxy did not open the tunnel
+    │       ├── ProxyRefusedError       exit 3   the proxy refused (not allowed, general failure)
+    │       ├── ProxyAuthError          exit 3   authentication required or failed
+    │       ├── ProxyTargetError        exit 3   the proxy could not reach the target
+    │       └── ProxyProtocolError      exit 3   the proxy speaks another protocol (also a FramingError)
     ├── ListenError                     exit 4   address in use, permission, bad path
     ├── SocketTimeoutError (TimeoutError) exit 5 per phase: connect, send, receive, accept
     ├── ClosedError                     exit 1   *you* closed it and used it again
@@ -37,6 +43,12 @@ __all__ = [
     "IncompleteReadError",
     "ListenError",
     "MessageTooLargeError",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyProtocolError",
+    "ProxyRefusedError",
+    "ProxyTargetError",
+    "SettingError",
     "SocketTimeoutError",
     "SocketkitError",
     "TLSError",
@@ -63,6 +75,12 @@ class SocketkitError(Exception):
 
 class UsageError(SocketkitError):
     """The command line or a call's arguments make no sense."""
+
+    exit_code = 2
+
+
+class SettingError(SocketkitError, ValueError):
+    """A setting a library call does not know or take: an unknown codec name, a bad limit."""
 
     exit_code = 2
 
@@ -140,6 +158,41 @@ class MessageTooLargeError(FramingError):
         super().__init__(message, remote=remote)
         self.size = size
         self.limit = limit
+
+
+class ProxyError(ConnectError):
+    """A SOCKS or HTTP proxy did not open the tunnel to the target.
+
+    Attributes:
+        protocol: the proxy protocol spoken: "SOCKS4", "SOCKS5" or "HTTP".
+        reply: the proxy's reply code (SOCKS reply byte, HTTP status), or
+            None when it sent none that could be read.
+    """
+
+    def __init__(self, message: str, *, protocol: str, reply: int | None = None) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.reply = reply
+
+
+class ProxyRefusedError(ProxyError):
+    """The proxy refused the request: not allowed by its rules, or a general failure."""
+
+
+class ProxyAuthError(ProxyError):
+    """The proxy wants credentials we lack, or rejected the ones we sent."""
+
+
+class ProxyTargetError(ProxyError):
+    """The proxy could not reach the target: unreachable, refused, timed out."""
+
+
+class ProxyProtocolError(ProxyError, FramingError):
+    """The proxy's reply breaks the protocol: it speaks another one, or garbles this one.
+
+    Both a ``ProxyError`` (what the user tried failed at the proxy) and a
+    ``FramingError`` with ``remote`` True (the peer broke the framing rules).
+    """
 
 
 class UnsupportedError(SocketkitError):

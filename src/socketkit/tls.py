@@ -17,15 +17,12 @@ with a line that says what failed and where, e.g.
 ``TLS: certificate verify failed for localhost:4433: hostname mismatch
 (use --insecure to skip verification)``.
 
-For other commands (tcp-server, tcp-client): ``add_tls_arguments(parser,
-role)`` adds the options, ``context_from_args(args, role)`` builds the
-context (None without ``--tls``), ``server_hostname_from_args(args, host)``
-gives the name for SNI and the hostname check.
+The command-line options that fill ``TLSSettings`` live in
+``socketkit.cli._tls``: nothing here knows argparse.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import socket
@@ -36,24 +33,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
-from .errors import TLSError, UsageError
+from .address import Endpoint, InetEndpoint
+from .errors import SettingError, TLSError, UsageError
 
 __all__ = [
     "MemoryTLS",
     "TLSSettings",
-    "add_tls_arguments",
     "client_context",
-    "context_from_args",
+    "client_server_hostname",
     "handshake",
     "handshake_memory",
     "self_signed_pem",
     "server_context",
-    "server_hostname_from_args",
-    "settings_from_args",
     "translate_ssl_error",
 ]
 
 Role = Literal["client", "server"]
+
+_MOVED_TO_CLI = frozenset(
+    {"add_tls_arguments", "context_from_args", "server_hostname_from_args", "settings_from_args"}
+)
 
 #: Seconds a TLS handshake may take before the connection is given up.
 HANDSHAKE_TIMEOUT = 10.0
@@ -89,10 +88,10 @@ def _load_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str | None) -> None
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except FileNotFoundError as exc:
-        raise UsageError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
+        raise SettingError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
         what = certfile if keyfile is None else f"{certfile} / {keyfile}"
-        raise UsageError(
+        raise SettingError(
             f"TLS: cannot load certificate and key from {what}: {_reason(exc)}"
         ) from exc
 
@@ -101,9 +100,9 @@ def _load_ca(ctx: ssl.SSLContext, cafile: str) -> None:
     try:
         ctx.load_verify_locations(cafile=cafile)
     except FileNotFoundError as exc:
-        raise UsageError(f"TLS: cannot read CA file {cafile}: no such file") from exc
+        raise SettingError(f"TLS: cannot read CA file {cafile}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
-        raise UsageError(f"TLS: cannot load CA file {cafile}: {_reason(exc)}") from exc
+        raise SettingError(f"TLS: cannot load CA file {cafile}: {_reason(exc)}") from exc
 
 
 def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
@@ -111,7 +110,7 @@ def _alpn(ctx: ssl.SSLContext, protocols: Sequence[str]) -> None:
         try:
             ctx.set_alpn_protocols(list(protocols))
         except (ValueError, NotImplementedError) as exc:
-            raise UsageError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
+            raise SettingError(f"TLS: bad ALPN protocol list {','.join(protocols)}: {exc}") from exc
 
 
 def _tolerate_half_close(ctx: ssl.SSLContext) -> None:
@@ -128,7 +127,7 @@ def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.
         warn: where to say that verification is off (standard error by default).
 
     Raises:
-        UsageError: a certificate, key or CA file cannot be loaded.
+        SettingError: a certificate, key or CA file cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     _tolerate_half_close(ctx)
@@ -153,8 +152,8 @@ def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.
     """A context for the server role.
 
     Raises:
-        UsageError: no certificate (and no ``--self-signed``), or files that
-            cannot be loaded.
+        UsageError: no certificate (and no ``--self-signed``).
+        SettingError: files that cannot be loaded.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _tolerate_half_close(ctx)
@@ -270,6 +269,16 @@ def translate_ssl_error(exc: BaseException, *, where: str, role: Role = "client"
     return TLSError(f"TLS: handshake with {where} failed: {reason}")
 
 
+def client_server_hostname(endpoint: Endpoint, server_hostname: str | None) -> str | None:
+    """The name a client sends (SNI) and checks: the one given, else the endpoint's host.
+
+    None for a Unix socket with no name given: there is no host to check.
+    """
+    if server_hostname:
+        return server_hostname
+    return endpoint.host if isinstance(endpoint, InetEndpoint) else None
+
+
 def handshake(
     sock: socket.socket,
     ctx: ssl.SSLContext,
@@ -369,98 +378,17 @@ def handshake_memory(
     return MemoryTLS(sock, obj, incoming, outgoing)
 
 
-# ---------------------------------------------------------------- command line
+def __getattr__(name: str) -> object:
+    """The command-line helpers that lived here, from ``socketkit.cli._tls``, with a warning."""
+    if name in _MOVED_TO_CLI:
+        import warnings
 
+        from .cli import _tls
 
-def add_tls_arguments(parser: argparse.ArgumentParser, role: Role | Literal["both"]) -> None:
-    """Add --tls and its options to a command's parser (ncat's --ssl names too)."""
-    group = parser.add_argument_group("TLS")
-    group.add_argument("--tls", "--ssl", action="store_true", help="speak TLS on the connection")
-    group.add_argument(
-        "--cert",
-        "--ssl-cert",
-        metavar="FILE",
-        help="certificate (PEM) to present; a server needs one (or --self-signed)",
-    )
-    group.add_argument(
-        "--key", "--ssl-key", metavar="FILE", help="private key (PEM), if not in --cert"
-    )
-    group.add_argument(
-        "--ca-file",
-        "--ssl-trustfile",
-        metavar="FILE",
-        help="CA certificates to trust (client: instead of the system's; "
-        "server: require client certificates signed by them)",
-    )
-    group.add_argument(
-        "--alpn",
-        "--ssl-alpn",
-        metavar="P1,P2",
-        help="ALPN protocols to offer or accept, comma-separated (e.g. h2,http/1.1)",
-    )
-    if role in ("client", "both"):
-        group.add_argument(
-            "--insecure",
-            action="store_true",
-            dest="insecure",
-            help="client: do not verify the server's certificate or name (says so on stderr)",
+        warnings.warn(
+            f"socketkit.tls.{name} moved to socketkit.cli._tls (command-line code)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        group.add_argument(
-            "--sni",
-            "--ssl-servername",
-            metavar="NAME",
-            help="client: server name to send (SNI) and to check (default: the host)",
-        )
-    if role in ("server", "both"):
-        group.add_argument(
-            "--self-signed",
-            action="store_true",
-            help="server: generate a throw-away self-signed certificate",
-        )
-
-
-def settings_from_args(args: argparse.Namespace) -> TLSSettings:
-    """The TLS settings the options of ``add_tls_arguments`` describe."""
-    alpn = tuple(p.strip() for p in (args.alpn or "").split(",") if p.strip())
-    return TLSSettings(
-        certfile=args.cert,
-        keyfile=args.key,
-        cafile=args.ca_file,
-        verify=not getattr(args, "insecure", False),
-        server_name=getattr(args, "sni", None),
-        alpn=alpn,
-        self_signed=getattr(args, "self_signed", False),
-    )
-
-
-def context_from_args(args: argparse.Namespace, role: Role) -> ssl.SSLContext | None:
-    """The SSL context for ``role``, or None when ``--tls`` was not given.
-
-    Raises:
-        UsageError: TLS options without ``--tls``, or unusable files.
-    """
-    if not args.tls:
-        extra = [
-            flag
-            for flag, value in (
-                ("--cert", args.cert),
-                ("--key", args.key),
-                ("--ca-file", args.ca_file),
-                ("--alpn", args.alpn),
-                ("--insecure", getattr(args, "insecure", False)),
-                ("--sni", getattr(args, "sni", None)),
-                ("--self-signed", getattr(args, "self_signed", False)),
-            )
-            if value
-        ]
-        if extra:
-            raise UsageError(f"{extra[0]} needs --tls")
-        return None
-    settings = settings_from_args(args)
-    return client_context(settings) if role == "client" else server_context(settings)
-
-
-def server_hostname_from_args(args: argparse.Namespace, host: str) -> str:
-    """The name a client sends as SNI and checks the certificate against."""
-    sni: str | None = getattr(args, "sni", None)
-    return sni or host
+        return getattr(_tls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

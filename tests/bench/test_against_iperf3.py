@@ -1,14 +1,19 @@
-"""socketkit bench against iperf3 on the same loopback, in the same run.
+"""socketkit bench and iperf3 3.x speaking one protocol, on the same loopback.
 
-Figures compared (the tolerance is stated with each):
-- UDP at a fixed bitrate: both tools must report the target rate within 5 %,
-  and no loss beyond 1 % on loopback. This checks our pacing and accounting
-  against iperf3's.
-- TCP as fast as possible: iperf3 (C, zero-copy-free writes of 128 KiB) is
-  the ceiling of the machine; ours (Python at both ends) must reach at least
-  a fifth of it with one stream. The ratio is printed for the record.
+Both pairings run TCP with 1 and 4 streams, reverse, bidir, UDP at
+100 Mbit/s and a 64 MiB byte count in reverse: socketkit's client against
+``iperf3 -s``, and ``iperf3 -c`` against socketkit's server. Each side's JSON is parsed and, stream by
+stream, the bytes one end sent equal the bytes the other received (UDP:
+sent = received + lost datagrams).
 
-iperf3 cannot listen on port 0, so the port is one the kernel just handed
+Agreement with iperf3's own client on the same server (the tolerances):
+- UDP at 100 Mbit/s: socketkit's received rate within 25 % of iperf3's in the
+  same run, never over the asked rate, loss under 25 % (a shared, loaded
+  machine drops datagrams for both; quiet, both are within 1 % of 100M);
+- TCP as fast as possible: iperf3 (C) is the ceiling of the machine;
+  ours (Python) must reach a fifth of it. The ratio is printed.
+
+iperf3 cannot listen on port 0, so its port is one the kernel just handed
 out and released (a small race, acceptable for a tools test).
 """
 
@@ -17,65 +22,154 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from socketkit.bench import BenchConfig, run_bench
-
-from helpers import Proc, free_port
+from helpers import LOOPBACK_TIMEOUT, Proc, free_port, run_cli, start_server
 
 pytestmark = [
     pytest.mark.tools,
-    pytest.mark.timeout(90),
+    pytest.mark.timeout(120),
     pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed"),
 ]
 
-#: UDP: both tools within this fraction of the target bitrate.
-UDP_TOLERANCE = 0.05
-#: TCP: ours at least this fraction of iperf3's throughput.
+# Agreement bounds, wide on purpose: these machines are shared and a loaded
+# core drops UDP datagrams and slows TCP for iperf3 and socketkit alike. The
+# exact byte accounting of both ends is what the tests hold to; the rates
+# only have to say the same thing as iperf3's in the same run.
+#: socketkit's UDP rate within this fraction of iperf3's, on the same server.
+UDP_TOLERANCE = 0.25
+#: UDP loss (%) above which a run says nothing about agreement.
+MAX_LOSS_PERCENT = 25.0
 TCP_FLOOR = 0.2
-DURATION = 3
+SECONDS = "1"
+#: The same flags mean the same test to both tools.
+CASES = {
+    "tcp": [],
+    "tcp-4-streams": ["-P", "4"],
+    "reverse": ["-R"],
+    "bidir": ["--bidir"],
+    "udp-100M": ["-u", "-b", "100M", "-l", "1400"],
+    "bytes-reverse": ["-n", "64M", "-R"],
+}
 
 
-def _iperf3(*client_args: str) -> dict[str, object]:
+@pytest.fixture(scope="module")
+def iperf3_port() -> Iterator[int]:
     port = free_port()
-    server_argv = ["iperf3", "-s", "-1", "--forceflush", "-B", "127.0.0.1", "-p", str(port)]
-    with Proc(server_argv) as server:
+    argv = ["iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", str(port)]
+    with Proc(argv) as server:
         server.search("Server listening")  # ready when it says so
-        out = subprocess.run(
-            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-J", *client_args],
-            capture_output=True,
-            text=True,
-            timeout=DURATION + 30,
-        )
-    assert out.returncode == 0, out.stdout + out.stderr
-    doc: dict[str, object] = json.loads(out.stdout)
+        yield port
+
+
+def _time(args: tuple[str, ...]) -> list[str]:
+    """``-t`` unless a byte count ends the test (iperf3 takes one end condition)."""
+    return [] if "-n" in args else ["-t", SECONDS]
+
+
+def _iperf3_client(port: int, *args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["iperf3", "-c", "127.0.0.1", "-p", str(port), *_time(args), "-J", *args],
+        capture_output=True,
+        text=True,
+        timeout=LOOPBACK_TIMEOUT + 20,
+    )
+    doc: dict[str, Any] = json.loads(out.stdout)
+    assert out.returncode == 0, doc.get("error", out.stderr)
     return doc
 
 
-def test_udp_bitrate_agrees_with_iperf3(bench_port: int) -> None:
+def _ours(port: int, *args: str) -> dict[str, Any]:
+    result = run_cli("bench", "client", "127.0.0.1", "-p", str(port), *_time(args), "-J", *args)
+    assert result.code == 0, result.err
+    doc: dict[str, Any] = json.loads(result.out)
+    return doc
+
+
+def _check_exact(doc: dict[str, Any], streams: int) -> None:
+    end = doc["end"]
+    assert len(end["streams"]) == streams
+    if "udp" in end["streams"][0]:
+        length = doc["start"]["test_start"]["blksize"]
+        for s in end["streams"]:
+            udp = s["udp"]
+            assert udp["packets"] > 0
+            assert udp["bytes"] == udp["packets"] * length
+        sent, received = end["sum_sent"], end["sum_received"]
+        assert sent["bytes"] == received["bytes"] + received["lost_packets"] * length
+        assert received["lost_percent"] < MAX_LOSS_PERCENT and received["jitter_ms"] >= 0
+        return
+    for s in end["streams"]:
+        assert s["sender"]["bytes"] == s["receiver"]["bytes"] > 0, s
+    for suffix in ("", "_bidir_reverse"):
+        if "sum_sent" + suffix in end:
+            assert end["sum_sent" + suffix]["bytes"] == end["sum_received" + suffix]["bytes"]
+
+
+def _stream_count(args: list[str]) -> int:
+    n = int(args[args.index("-P") + 1]) if "-P" in args else 1
+    return 2 * n if "--bidir" in args else n
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_socketkit_client_against_iperf3_server(iperf3_port: int, case: str) -> None:
+    args = CASES[case]
+    doc = _ours(iperf3_port, *args, "--get-server-output")
+    _check_exact(doc, _stream_count(args))
+    assert "Accepted connection" in doc["server_output_text"]  # iperf3's own report
+    if "-n" in args:
+        assert doc["end"]["sum_received"]["bytes"] == 64 << 20
+    if "-R" not in args and "-u" not in args:
+        assert "retransmits" in doc["end"]["sum_sent"]  # Linux tells; iperf3 asks the same
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_iperf3_client_against_socketkit_server(case: str) -> None:
+    args = CASES[case]
+    with start_server("bench", "server", "-p", "0") as server:
+        doc = _iperf3_client(server.port(), *args, "--get-server-output")
+        _check_exact(doc, _stream_count(args))
+        if "-n" in args:
+            assert doc["end"]["sum_received"]["bytes"] == 64 << 20
+        assert "Accepted connection from 127.0.0.1" in doc["server_output_text"]
+        assert server.proc.poll() is None
+
+
+def test_iperf3_client_asking_for_what_we_lack_gets_one_line() -> None:
+    with start_server("bench", "server", "-p", "0") as server:
+        out = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(server.port()), "-t", SECONDS, "-Z"],
+            capture_output=True,
+            text=True,
+            timeout=LOOPBACK_TIMEOUT,
+        )
+        assert out.returncode != 0
+        assert "not implemented" in out.stdout + out.stderr
+        _check_exact(_iperf3_client(server.port()), 1)  # and the server serves on
+
+
+def test_latency_against_iperf3_is_refused_not_measured(iperf3_port: int) -> None:
+    result = run_cli("bench", "client", "127.0.0.1", "-p", str(iperf3_port), "--latency")
+    assert result.code == 6 and "iperf3 server" in result.err
+
+
+def test_figures_agree_with_iperf3s_client_on_the_same_server(iperf3_port: int) -> None:
     target = 100e6
-    theirs = _iperf3("-u", "-b", "100M", "-t", str(DURATION), "-l", "1460")
-    their_rate = theirs["end"]["sum"]["bits_per_second"]  # type: ignore[index]
-    ours = run_bench(
-        BenchConfig(port=bench_port, mode="udp", bitrate=target, duration=DURATION, length=1460)
-    )
-    our_rate = ours["summary"]["forward"]["receiver"]["bits_per_second"]
+    udp = ["-u", "-b", "100M", "-l", "1400"]
+    theirs = _iperf3_client(iperf3_port, *udp)["end"]["sum_received"]["bits_per_second"]
+    ours_doc = _ours(iperf3_port, *udp)
+    ours = ours_doc["end"]["sum_received"]["bits_per_second"]
+    print(f"\nUDP 100M: iperf3 {theirs / 1e6:.2f} Mbit/s, socketkit {ours / 1e6:.2f} Mbit/s")
+    assert abs(ours - theirs) / theirs < UDP_TOLERANCE
+    assert ours <= target * 1.05  # paced, never over the asked rate
+    assert ours_doc["end"]["sum_received"]["lost_percent"] < MAX_LOSS_PERCENT
+    their_tcp = _iperf3_client(iperf3_port)["end"]["sum_received"]["bits_per_second"]
+    our_tcp = _ours(iperf3_port)["end"]["sum_received"]["bits_per_second"]
     print(
-        f"\nUDP 100M: iperf3 {their_rate / 1e6:.2f} Mbit/s, socketkit {our_rate / 1e6:.2f} Mbit/s"
+        f"TCP 1 stream: iperf3 {their_tcp / 1e9:.2f} Gbit/s, socketkit {our_tcp / 1e9:.2f} "
+        f"Gbit/s, ratio {our_tcp / their_tcp:.2f}"
     )
-    assert abs(their_rate - target) / target < UDP_TOLERANCE
-    assert abs(our_rate - target) / target < UDP_TOLERANCE
-    assert ours["udp"]["lost_percent"] < 1.0
-
-
-def test_tcp_throughput_against_iperf3(bench_port: int) -> None:
-    theirs = _iperf3("-t", str(DURATION))
-    their_rate = theirs["end"]["sum_received"]["bits_per_second"]  # type: ignore[index]
-    ours = run_bench(BenchConfig(port=bench_port, duration=DURATION))
-    our_rate = ours["summary"]["forward"]["receiver"]["bits_per_second"]
-    print(
-        f"\nTCP 1 stream: iperf3 {their_rate / 1e9:.2f} Gbit/s, socketkit {our_rate / 1e9:.2f}"
-        f" Gbit/s, ratio {our_rate / their_rate:.2f}; client CPU {ours['client']['cpu_percent']}"
-    )
-    assert our_rate >= TCP_FLOOR * their_rate
+    assert our_tcp >= TCP_FLOOR * their_tcp

@@ -49,3 +49,33 @@ def test_quick_benchmark_runs_and_verifies(scenario: str, tmp_path: Path) -> Non
         assert row["status"] == "ok", row
         assert row["median"] > 0
         assert all(run.get("verify_failures", 0) == 0 for run in row["runs"])
+
+
+def test_quick_scaling_layouts_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("scale-")]
+    # At least one worker alone and one layout with a worker per core.
+    assert any(" w1 " in row and "req/s" in row for row in rows), done.stdout
+    assert "FAILED" not in done.stdout
+
+
+def test_scaling_layouts_by_core_count() -> None:
+    from benchmarks.scaling import layouts
+
+    two = [(lay.family, lay.workers, lay.server_cpus, lay.loadgen_cpus) for lay in layouts([0, 1])]
+    assert two == [
+        ("apart", 1, (1,), (0,)),
+        ("shared", 1, (0, 1), (0, 1)),
+        ("shared", 2, (0, 1), (0, 1)),
+    ]
+    eight = layouts(list(range(8)))
+    apart = [lay for lay in eight if lay.family == "apart"]
+    assert [lay.workers for lay in apart] == [1, 2, 3, 4]
+    assert all(lay.loadgen_cpus == (0, 1, 2, 3) for lay in apart)

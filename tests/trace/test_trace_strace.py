@@ -174,6 +174,19 @@ def _strace_argv(log: Path, *argv: str) -> list[str]:
     return ["strace", "-f", "-qq", "-s", "64", "-e", "trace=network,close", "-o", str(log), *argv]
 
 
+def _run_traced(log: Path, *argv: str, stdin: str | None = None) -> tuple[str, list[Call]]:
+    """Run ``argv`` under strace; check it succeeded; its stdout and its trace lines."""
+    proc = subprocess.run(
+        _strace_argv(log, *argv),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=LOOPBACK_TIMEOUT * 2,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, parse_trace(proc.stderr)
+
+
 @pytest.fixture
 def strace_log(tmp_path: Path) -> Path:
     if not _strace_works():
@@ -213,15 +226,10 @@ def _upstream(serve: Callable[[socket.socket], None]) -> Iterator[int]:
 
 def test_tcp_client_trace_matches_strace(strace_log: Path) -> None:
     with _upstream(_plain_lecture_server) as port:
-        proc = subprocess.run(
-            _strace_argv(strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")),
-            capture_output=True,
-            text=True,
-            timeout=LOOPBACK_TIMEOUT * 2,
+        out, ours = _run_traced(
+            strace_log, *socketkit_argv("tcp-client", "-p", str(port), "--trace")
         )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "Received: Hello from server\n"  # stdout unchanged by --trace
-    ours = parse_trace(proc.stderr)
+    assert out == "Received: Hello from server\n"  # stdout unchanged by --trace
     assert [c.name for c in ours] == [
         "socket",
         "connect",
@@ -288,16 +296,8 @@ def test_connect_command_trace_matches_strace(strace_log: Path) -> None:
     """The netcat-like ``connect``: data copied by the relay pump, not spliced."""
     with _upstream(_echo) as port:
         argv = socketkit_argv("connect", "127.0.0.1", str(port), "--trace")
-        proc = subprocess.run(
-            _strace_argv(strace_log, *argv),
-            input="ping\n",
-            capture_output=True,
-            text=True,
-            timeout=LOOPBACK_TIMEOUT * 2,
-        )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "ping\n"
-    ours = parse_trace(proc.stderr)
+        out, ours = _run_traced(strace_log, *argv, stdin="ping\n")
+    assert out == "ping\n"
     names = [c.name for c in ours]
     assert "sendto" in names and "recvfrom" in names and "shutdown" in names
     check_matches(ours, parse_strace(strace_log.read_text()))
@@ -325,4 +325,40 @@ def test_relay_trace_matches_strace(strace_log: Path) -> None:
     names = [c.name for c in ours]
     assert names[:4] == ["socket", "setsockopt", "bind", "listen"]
     assert "accept4" in names and "connect" in names and "shutdown" in names
+    check_matches(ours, parse_strace(strace_log.read_text()))
+
+
+#: An asyncio client on the library's ``aio`` layer, traced (argv[1]: the port).
+_AIO_CLIENT = """
+import asyncio, sys
+from socketkit import aio
+from socketkit.trace import tracing
+
+async def main(port):
+    conn = await aio.connect(f"127.0.0.1:{port}", connect_timeout=10, timeout=10)
+    async with conn:
+        await conn.send_all(b"Hello from client")
+        await conn.shutdown_write()
+        reply = b""
+        while chunk := await conn.receive_some():
+            reply += chunk
+    print("Received:", reply.decode())
+
+with tracing(sys.stderr):
+    asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def test_aio_connect_trace_matches_strace(strace_log: Path, tmp_path: Path) -> None:
+    """``aio.connect`` makes its socket through the seam: socket and connect are traced."""
+    script = tmp_path / "aio_client.py"
+    script.write_text(_AIO_CLIENT)
+    with _upstream(_plain_lecture_server) as port:
+        out, ours = _run_traced(strace_log, sys.executable, str(script), str(port))
+    assert out == "Received: Hello from server\n"
+    names = [c.name for c in ours]
+    assert names[:2] == ["socket", "connect"]
+    assert ours[1].outcome == "EINPROGRESS"  # a non-blocking connect, completed by the loop
+    assert "sendto" in names and "shutdown" in names and "recvfrom" in names
+    assert names[-1] == "close"
     check_matches(ours, parse_strace(strace_log.read_text()))

@@ -16,6 +16,7 @@ from socketkit.errors import (
     FramingError,
     IncompleteReadError,
     MessageTooLargeError,
+    SettingError,
     UsageError,
 )
 from socketkit.framing import (
@@ -423,5 +424,8 @@ def test_codec_by_name(name: str, cls: type, size: int) -> None:
 
 
 def test_codec_by_name_unknown() -> None:
-    with pytest.raises(UsageError, match="unknown framing 'json'"):
+    with pytest.raises(SettingError, match="unknown framing 'json'") as info:
         codec_by_name("json")
+    assert info.value.exit_code == 2  # what the command line exits with, as before
+    assert isinstance(info.value, ValueError)
+    assert not isinstance(info.value, UsageError)

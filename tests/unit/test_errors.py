@@ -20,6 +20,7 @@ from socketkit.errors import (
     IncompleteReadError,
     ListenError,
     MessageTooLargeError,
+    SettingError,
     SocketkitError,
     SocketTimeoutError,
     UnsupportedError,
@@ -41,6 +42,7 @@ def oserror(code: int) -> OSError:
 EXIT_CODES = {
     SocketkitError: 1,
     UsageError: 2,
+    SettingError: 2,
     AddressError: 2,
     HostNotFoundError: 2,
     ConnectError: 3,

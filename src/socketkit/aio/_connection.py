@@ -1,10 +1,15 @@
 """asyncio stream connections with the same shape as ``socketkit.sync``.
 
-The twin of ``sync/_connection.py``: same method names (``aclose`` for
-``close``), same deadlines per call, same error translation, on asyncio's
-streams so that TLS (``start_tls``) and uvloop work unchanged. Bytes go from
-the ``StreamReader`` into our own ``ReceiveBuffer`` so the framing codecs are
-shared with the blocking layer.
+Strategy: a fill loop over the sans-I/O ``StreamCore`` (``socketkit._stream``),
+the same core as the blocking layer's, so both return, buffer and raise
+alike; method names are the same (``aclose`` for ``close``). Bytes are read
+from asyncio's ``StreamReader`` and written through its ``StreamWriter``, so
+TLS (asyncio's SSL transport) and uvloop work unchanged; each call's
+deadline is one ``asyncio.timeout`` around the whole call.
+
+Sockets are made by the seam (``socketkit._sockets``), as the blocking
+layer's are, so ``--trace`` sees them and both layers try the same
+addresses in the same order and word failures alike.
 """
 
 from __future__ import annotations
@@ -13,32 +18,28 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
+from typing import TypeVar
 
 from .._closing import AsyncClosing
-from .._sockets import bind_socket, bound_port, connect_failure, local_name
+from .._sockets import Connecting, bind_socket, bound_port, local_name
+from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
-from ..address import Endpoint, InetEndpoint, UnixEndpoint, format_sockaddr, parse_endpoint
-from ..errors import (
-    BrokenError,
-    ClosedError,
-    ConnectError,
-    IncompleteReadError,
-    SocketkitError,
-    SocketTimeoutError,
-    timeout_error,
-    translate_os_error,
-)
-from ..framing import Codec, LineCodec, ReceiveBuffer
+from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
+from ..errors import SocketkitError, timeout_error, translate_os_error
+from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
+from ..tls import client_server_hostname, translate_ssl_error
 
-__all__ = ["Connection", "Server", "connect", "start_server"]
+__all__ = ["Connection", "Handler", "Server", "connect", "start_server"]
 
-#: Bytes asked of one read: 64 KiB, as in the blocking layer.
-RECEIVE_SIZE = 64 * 1024
+T = TypeVar("T")
 
 
-class Connection(AsyncClosing):
+class Connection(StreamFacts, AsyncClosing):
     """A connected stream with whole-message sends and receives (asyncio)."""
+
+    _kind = "aio.Connection"
 
     def __init__(
         self,
@@ -47,93 +48,56 @@ class Connection(AsyncClosing):
         *,
         timeout: float | None = DEFAULT_IO_TIMEOUT,
     ) -> None:
+        super().__init__(
+            peer=format_sockaddr(writer.get_extra_info("peername")),
+            local=format_sockaddr(writer.get_extra_info("sockname")),
+            timeout=timeout,
+        )
         self._reader = reader
         self._writer = writer
-        self._buffer = ReceiveBuffer()
-        self._eof = False
-        self._closed = False
-        self._write_shut = False
         self._send_failed = False
-        #: Default timeout, in seconds, of each call on this connection.
-        self.timeout = timeout
-        #: The peer's address, formatted.
-        self.peer = format_sockaddr(writer.get_extra_info("peername"))
-        #: This side's address, formatted.
-        self.local = format_sockaddr(writer.get_extra_info("sockname"))
 
     @property
     def writer(self) -> asyncio.StreamWriter:
         """The asyncio writer (for ``start_tls`` and transport details)."""
         return self._writer
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<aio.Connection {self.local} -> {self.peer} {state}>"
+    # -- the fill loop ---------------------------------------------------
 
-    def _timeout(self, timeout: TimeoutArg) -> float | None:
-        if self._closed:
-            raise ClosedError(f"connection to {self.peer} is already closed")
-        return self.timeout if timeout is DEFAULT else timeout
-
-    def _timed_out(self, phase: str, timeout: float | None) -> SocketTimeoutError:
-        return timeout_error(phase, self.peer, timeout)
-
-    async def _fill(self) -> bool:
-        if self._eof:
-            return False
+    async def _receive(self, answer: Callable[[], T | NeedData], timeout: TimeoutArg) -> T:
+        """Call ``answer`` until it has one, reading once between calls."""
+        limit = self._call_timeout(timeout)
+        result = answer()
+        if result is not NEED_DATA:  # no timer for what is already buffered
+            return result
         try:
-            data = await self._reader.read(RECEIVE_SIZE)
-        except OSError as exc:
-            raise translate_os_error(exc, phase="receive", where=self.peer) from exc
-        if not data:
-            self._eof = True
-            return False
-        self._buffer.feed(data)
-        return True
+            async with asyncio.timeout(limit):
+                while result is NEED_DATA:
+                    try:
+                        data = await self._reader.read(RECEIVE_SIZE)
+                    except OSError as exc:
+                        raise self._core.io_error(exc, "receive", limit) from exc
+                    self._core.feed(data)
+                    result = answer()
+        except TimeoutError as exc:
+            raise timeout_error("receive", self.peer, limit) from exc
+        return result
+
+    # -- receiving -------------------------------------------------------
 
     async def receive_some(
         self, max_bytes: int = RECEIVE_SIZE, *, timeout: TimeoutArg = DEFAULT
     ) -> bytes:
-        """Return what has arrived, at most ``max_bytes``; ``b""`` at end of stream."""
-        limit = self._timeout(timeout)
-        try:
-            async with asyncio.timeout(limit):
-                if not self._buffer and not await self._fill():
-                    return b""
-        except TimeoutError as exc:
-            raise self._timed_out("receive", limit) from exc
-        return self._buffer.extract(max_bytes)
+        """Return what has arrived, at most ``max_bytes``; see ``sync.Connection``."""
+        return await self._receive(lambda: self._core.next_some(max_bytes), timeout)
 
     async def receive_exactly(self, n: int, *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """Return exactly ``n`` bytes; see ``sync.Connection.receive_exactly``."""
-        limit = self._timeout(timeout)
-        try:
-            async with asyncio.timeout(limit):
-                while len(self._buffer) < n:
-                    if not await self._fill():
-                        partial = self._buffer.extract_all()
-                        raise IncompleteReadError(
-                            f"{self.peer} closed the connection after {len(partial)} of {n} bytes",
-                            partial=partial,
-                            expected=n,
-                        )
-        except TimeoutError as exc:
-            raise self._timed_out("receive", limit) from exc
-        return self._buffer.extract(n)
+        return await self._receive(lambda: self._core.next_exactly(n), timeout)
 
     async def receive_message(self, codec: Codec, *, timeout: TimeoutArg = DEFAULT) -> bytes | None:
         """Return the next message framed by ``codec``; None at a clean end of stream."""
-        limit = self._timeout(timeout)
-        try:
-            async with asyncio.timeout(limit):
-                while True:
-                    message = codec.maybe_decode(self._buffer)
-                    if message is not None:
-                        return message
-                    if not await self._fill():
-                        return codec.decode_eof(self._buffer)
-        except TimeoutError as exc:
-            raise self._timed_out("receive", limit) from exc
+        return await self._receive(lambda: self._core.next_message(codec), timeout)
 
     async def receive_line(
         self, *, max_line_length: int = DEFAULT_MAX_LINE_LENGTH, timeout: TimeoutArg = DEFAULT
@@ -141,18 +105,22 @@ class Connection(AsyncClosing):
         """Return the next line without its ending; None at a clean end of stream."""
         return await self.receive_message(LineCodec(max_line_length), timeout=timeout)
 
+    # -- sending ---------------------------------------------------------
+
     async def send_all(
         self, data: bytes | bytearray | memoryview, *, timeout: TimeoutArg = DEFAULT
     ) -> None:
         """Send every byte and wait until the transport's buffer drains below its mark.
 
         Raises:
-            SocketTimeoutError: the peer stopped reading; some bytes may be buffered.
-            BrokenError: the peer reset the connection.
+            SocketTimeoutError: the peer stopped reading; the message says how
+                many bytes left the transport's buffer before the time ran out.
+            BrokenError: the peer reset the connection; some bytes may have gone.
         """
-        limit = self._timeout(timeout)
-        if self._write_shut:
-            raise ClosedError(f"cannot send to {self.peer}: this side already shut down writing")
+        limit = self._call_timeout(timeout)
+        self._core.check_send()
+        transport = self._writer.transport
+        total = memoryview(data).nbytes
         try:
             async with asyncio.timeout(limit):
                 self._writer.write(data)
@@ -161,10 +129,14 @@ class Connection(AsyncClosing):
             # Timed out, broken or cancelled: aclose() drops what is left
             # in the buffer instead of waiting for a peer that may never read.
             self._send_failed = True
-            if isinstance(exc, TimeoutError):
-                raise self._timed_out("send", limit) from exc
-            if isinstance(exc, OSError):
-                raise translate_os_error(exc, phase="send", where=self.peer) from exc
+            if isinstance(exc, OSError):  # TimeoutError is one too
+                # The buffer is written first in, first out: while any of
+                # ours is sent, what is left is ours alone. A broken
+                # transport has dropped its buffer, so nothing can be said.
+                sent = None
+                if not transport.is_closing():
+                    sent = max(0, total - transport.get_write_buffer_size())
+                raise self._core.send_error(exc, limit, sent, total) from exc
             raise
 
     async def send_message(
@@ -177,17 +149,17 @@ class Connection(AsyncClosing):
         """Half-close: the peer's reads see end of stream; receiving still works.
 
         Sending afterwards raises ``ClosedError``.
+
+        Raises:
+            UnsupportedError: the connection speaks TLS.
         """
-        if self._closed:
-            raise ClosedError(f"connection to {self.peer} is already closed")
-        if not self._writer.can_write_eof():
-            raise BrokenError(f"cannot half-close the connection to {self.peer} (TLS or closed)")
+        self._core.check_half_close(tls=self._writer.get_extra_info("sslcontext") is not None)
         try:
             await self._writer.drain()
             self._writer.write_eof()
         except OSError as exc:
-            raise translate_os_error(exc, phase="send", where=self.peer) from exc
-        self._write_shut = True
+            raise self._core.half_close_error(exc) from exc
+        self._core.write_shut = True
 
     async def aclose(self) -> None:
         """Close the connection; safe to call more than once.
@@ -201,9 +173,9 @@ class Connection(AsyncClosing):
         is written, so without this bound a peer that stopped reading would
         make ``aclose`` (and a server's handler) wait for ever.
         """
-        if self._closed:
+        if self._core.closed:
             return
-        self._closed = True
+        self._core.closed = True
         transport = self._writer.transport
         if self._send_failed:
             transport.abort()
@@ -217,16 +189,6 @@ class Connection(AsyncClosing):
                 transport.abort()
                 await self._writer.wait_closed()
 
-    @property
-    def closed(self) -> bool:
-        """True once ``aclose()`` was called."""
-        return self._closed
-
-    @property
-    def at_eof(self) -> bool:
-        """True once the peer's end of stream was seen and the buffer is empty."""
-        return self._eof and not self._buffer
-
 
 async def connect(
     endpoint: Endpoint | str,
@@ -234,63 +196,57 @@ async def connect(
     family: int = socket.AF_UNSPEC,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     timeout: float | None = DEFAULT_IO_TIMEOUT,
+    ssl_context: SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Connection:
-    """Open a stream connection; see ``socketkit.sync.connect``."""
-    if isinstance(endpoint, str):
-        endpoint = parse_endpoint(endpoint, default_host="127.0.0.1")
+    """Open a stream connection; see ``socketkit.sync.connect`` (same arguments and errors)."""
+    target = as_endpoint(endpoint, default_host="127.0.0.1")
     try:
         async with asyncio.timeout(connect_timeout):
-            if isinstance(endpoint, UnixEndpoint):
-                reader, writer = await asyncio.open_unix_connection(endpoint.sockaddr)
-            else:
-                sock = await _connect_inet(endpoint, family)
-                reader, writer = await asyncio.open_connection(sock=sock)
+            sock = await _connect_socket(target, family)
     except TimeoutError as exc:
-        raise timeout_error("connect", str(endpoint), connect_timeout) from exc
-    except OSError as exc:
-        raise translate_os_error(exc, phase="connect", where=str(endpoint)) from exc
+        raise timeout_error("connect", str(target), connect_timeout) from exc
+    hostname = None
+    if ssl_context is not None:
+        # "" is asyncio's "no name" (it insists on one without a host).
+        hostname = client_server_hostname(target, server_hostname) or ""
+    try:
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=ssl_context, server_hostname=hostname
+            )
+    except BaseException as exc:
+        sock.close()
+        if not isinstance(exc, OSError):  # SSLError and TimeoutError are OSErrors
+            raise
+        if ssl_context is not None:
+            raise translate_ssl_error(exc, where=str(target), role="client") from exc
+        raise translate_os_error(exc, phase="connect", where=str(target)) from exc
     return Connection(reader, writer, timeout=timeout)
 
 
-async def _connect_inet(endpoint: InetEndpoint, family: int) -> socket.socket:
-    """Resolve and try each address in turn, as ``_sockets.connect_socket`` does.
+async def _connect_socket(endpoint: Endpoint, family: int) -> socket.socket:
+    """``_sockets.connect_socket`` without blocking: the same attempts, in order.
 
-    asyncio's own ``open_connection(host, port)`` folds the failures of a
-    name with several addresses (``localhost`` -> ::1 and 127.0.0.1) into
-    one "Multiple exceptions" error without an errno; trying them here keeps
-    the errno, so the message is the same as the blocking layer's.
+    A host name is resolved in the loop's executor, as ``loop.getaddrinfo``
+    does, but through ``address.resolve`` so that an unknown host is worded
+    as in the blocking layer; an address literal needs no thread.
     """
-    if endpoint.host is None:
-        raise ConnectError("cannot connect: no host given")
     loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(
-            endpoint.host, endpoint.port, family=family, type=socket.SOCK_STREAM
-        )
-    except socket.gaierror as exc:
-        from ..address import resolve
-
-        resolve(endpoint, family=family)  # raises the HostNotFoundError with our message
-        raise ConnectError(f"cannot connect to {endpoint}: {exc}") from exc
-    last: SocketkitError | None = None
-    for fam, type_, proto, _canon, sockaddr in infos:
-        sock = socket.socket(fam, type_, proto)
-        try:
+    connecting = Connecting(endpoint, family=family)
+    if connecting.resolving:
+        attempts = await loop.run_in_executor(None, connecting.attempts)
+    else:
+        attempts = connecting.attempts()
+    for attempt in attempts:
+        with connecting.trying(attempt) as sock:
             sock.setblocking(False)
-            await loop.sock_connect(sock, sockaddr)
-        except OSError as exc:
-            sock.close()
-            last = connect_failure(exc, endpoint, format_sockaddr(sockaddr), None)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    if last is None:
-        raise ConnectError(f"cannot connect to {endpoint}: no usable address")
-    raise last
+            await loop.sock_connect(sock, attempt.sockaddr)
+            return connecting.connected(attempt, sock)
+    raise connecting.failure()
 
 
+#: What ``start_server`` runs for each client (and ``socketkit.server`` too).
 Handler = Callable[[Connection], Awaitable[None]]
 
 
@@ -328,11 +284,8 @@ async def start_server(
     The handler's connection is closed when it returns; an exception in one
     handler is the end of that connection only.
     """
-    if isinstance(endpoint, int):
-        endpoint = InetEndpoint(None, endpoint)
-    elif isinstance(endpoint, str):
-        endpoint = parse_endpoint(endpoint, default_host=None)
-    sock = bind_socket(endpoint, family=family, backlog=backlog, reuse_port=reuse_port)
+    target = as_endpoint(endpoint, default_host=None)
+    sock = bind_socket(target, family=family, backlog=backlog, reuse_port=reuse_port)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(reader, writer, timeout=timeout)
@@ -344,7 +297,7 @@ async def start_server(
             await conn.aclose()
 
     try:
-        if isinstance(endpoint, UnixEndpoint):
+        if isinstance(target, UnixEndpoint):
             server = await asyncio.start_unix_server(on_client, sock=sock)
         else:
             server = await asyncio.start_server(on_client, sock=sock)

@@ -17,12 +17,12 @@ from ..address import (
     Endpoint,
     InetEndpoint,
     UnixEndpoint,
-    family_from_flags,
     parse_port,
     require_unix_sockets,
 )
 from ..errors import AddressError, UsageError
 from ..relay import AccessList
+from ._flags import family_from_flags
 
 __all__ = [
     "Env",

@@ -6,8 +6,8 @@ import argparse
 
 from ..address import InetEndpoint
 from ..lecture import TCP_MESSAGE, UDP_MESSAGE, ClientConfig, run_tcp_client, run_udp_client
-from ..tls import add_tls_arguments, context_from_args, server_hostname_from_args
 from ._common import Env, add_client_options, client_endpoint, nonnegative_int
+from ._tls import add_tls_arguments, context_from_args, server_hostname_from_args
 
 __all__ = ["add_parsers"]
 

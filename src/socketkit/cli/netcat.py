@@ -20,7 +20,6 @@ from .._sockets import connect_socket
 from ..address import (
     InetEndpoint,
     UnixEndpoint,
-    family_from_flags,
     parse_port,
     require_unix_sockets,
 )
@@ -37,7 +36,6 @@ from ..relay import (
     run_relay,
 )
 from ..server import Limits, ServerLog
-from ..tls import add_tls_arguments, settings_from_args
 from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
 from ._common import (
@@ -48,6 +46,8 @@ from ._common import (
     nonnegative_float,
     positive_int,
 )
+from ._flags import family_from_flags
+from ._tls import add_tls_arguments, settings_from_args
 
 __all__ = ["add_parsers"]
 

@@ -27,7 +27,7 @@ from ..relay import (
     run_relay,
 )
 from ..server import Limits, ServerLog
-from ..tls import TLSSettings, add_tls_arguments, client_context, server_context, settings_from_args
+from ..tls import TLSSettings, client_context, server_context
 from ._common import (
     Env,
     access_list,
@@ -37,6 +37,7 @@ from ._common import (
     positive_float,
     positive_int,
 )
+from ._tls import add_tls_arguments, settings_from_args
 
 __all__ = ["add_parsers"]
 

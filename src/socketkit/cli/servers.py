@@ -14,7 +14,6 @@ from ..server import (
     run_datagram_server,
     run_stream_server,
 )
-from ..tls import add_tls_arguments, context_from_args
 from ._common import (
     Env,
     access_list,
@@ -25,6 +24,7 @@ from ._common import (
     positive_int,
     server_endpoint,
 )
+from ._tls import add_tls_arguments, context_from_args
 
 __all__ = ["add_parsers"]
 

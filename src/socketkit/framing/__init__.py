@@ -7,6 +7,7 @@ from ._buffer import ReceiveBuffer
 from .codecs import (
     DEFAULT_MAX_CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_LECTURE_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     Codec,
     Decoder,
@@ -19,6 +20,7 @@ from .codecs import (
 __all__ = [
     "DEFAULT_MAX_CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LECTURE_SIZE",
     "DEFAULT_MAX_LINE_LENGTH",
     "Codec",
     "Decoder",
@@ -32,8 +34,12 @@ __all__ = [
 
 
 def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
-    """Build a codec from its command-line name: ``raw``, ``line``, ``u32``, ``lecture``."""
-    from ..errors import UsageError
+    """Build a codec from its name: ``raw``, ``line``, ``u32``, ``lecture``.
+
+    Raises:
+        SettingError: an unknown name, or a size the codec does not take.
+    """
+    from ..errors import SettingError
 
     try:
         if name == "raw":
@@ -43,8 +49,8 @@ def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
         if name == "u32":
             return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
         if name == "lecture":
-            return LectureCodec(max_message_size or 1023)
+            return LectureCodec(max_message_size or DEFAULT_MAX_LECTURE_SIZE)
     except ValueError as exc:
-        # A setting from the command line (--max-line): one line, not a traceback.
-        raise UsageError(f"framing {name}: {exc}") from exc
-    raise UsageError(f"unknown framing {name!r}: choose raw, line, u32 or lecture")
+        # A setting from a user (the command line's --max-line): one line, not a traceback.
+        raise SettingError(f"framing {name}: {exc}") from exc
+    raise SettingError(f"unknown framing {name!r}: choose raw, line, u32 or lecture")

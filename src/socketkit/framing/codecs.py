@@ -36,6 +36,7 @@ from ._buffer import ReceiveBuffer
 __all__ = [
     "DEFAULT_MAX_CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LECTURE_SIZE",
     "DEFAULT_MAX_LINE_LENGTH",
     "Codec",
     "Decoder",
@@ -54,6 +55,9 @@ DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 #: 16 MiB: a length prefix can claim up to 4 GiB; refusing above this keeps a
 #: single hostile header from reserving gigabytes.
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: 1023: the lecture's C programs read into a 1024-byte buffer, one byte of
+#: it kept for the terminating NUL.
+DEFAULT_MAX_LECTURE_SIZE = 1023
 
 _U32 = struct.Struct("!I")  # network byte order (big-endian), RFC 1700
 
@@ -264,7 +268,7 @@ class LectureCodec:
 
     __slots__ = ("max_size",)
 
-    def __init__(self, max_size: int = 1023) -> None:
+    def __init__(self, max_size: int = DEFAULT_MAX_LECTURE_SIZE) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size

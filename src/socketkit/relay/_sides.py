@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
-import ipaddress
 import os
 import socket
 import stat
@@ -35,9 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .._sockets import client_socket, connect_failure, plain_sockets
-from ..address import InetEndpoint, ResolvedAddress, UnixEndpoint, require_unix_sockets, resolve
-from ..errors import ConnectError, SocketkitError
+from .._sockets import (
+    MAX_UDP_PAYLOAD,
+    ConnectAttempt,
+    Connecting,
+    connect_failure,
+    plain_sockets,
+)
+from ..address import InetEndpoint, UnixEndpoint
+from ..errors import SocketkitError
 from ..server import ServerLog
 from ._grammar import RelayAddress
 from ._link import WRITE_HIGH_WATER, Link, SideProtocol
@@ -52,8 +56,6 @@ __all__ = [
     "stdio_transports",
 ]
 
-#: Largest UDP payload over IPv4 (65535 - 20 IP header - 8 UDP header).
-MAX_DATAGRAM = 65507
 #: Bytes per read of standard input from a file (the size asyncio reads from a pipe).
 FILE_CHUNK = 256 * 1024
 
@@ -79,40 +81,12 @@ def address_family(addr: RelayAddress, opts: OpenOptions) -> int:
     return opts.family
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=64)
-def _resolve_literal(endpoint: InetEndpoint, family: int, type: int) -> list[ResolvedAddress]:
-    # An IP literal resolves to itself for ever: once per relay, not per connection.
-    return resolve(endpoint, family=family, type=type)
-
-
-async def _resolve(endpoint: InetEndpoint, family: int, type: int) -> list[ResolvedAddress]:
-    assert endpoint.host is not None
-    if _is_ip_literal(endpoint.host):
-        return _resolve_literal(endpoint, family, type)
-    loop = asyncio.get_running_loop()
-    call = functools.partial(resolve, endpoint, family=family, type=type)
-    return await loop.run_in_executor(None, call)
-
-
-async def _targets(
-    endpoint: InetEndpoint | UnixEndpoint, family: int, type: int
-) -> list[tuple[int, int, int, Any, str | None]]:
-    """Where to connect, in order: (family, type, proto, sockaddr, shown address)."""
-    if isinstance(endpoint, UnixEndpoint):
-        require_unix_sockets()
-        return [(socket.AF_UNIX, type, 0, endpoint.sockaddr, None)]
-    if endpoint.host is None:
-        raise ConnectError("cannot connect: no host given")
-    found = await _resolve(endpoint, family, type)
-    return [(r.family, r.type, r.proto, r.sockaddr, str(r)) for r in found]
+async def _attempts(connecting: Connecting) -> list[ConnectAttempt]:
+    """The addresses to try: a host name is resolved in the loop's executor
+    (as ``socketkit.aio`` does), an address literal needs no thread."""
+    if connecting.resolving:
+        return await asyncio.get_running_loop().run_in_executor(None, connecting.attempts)
+    return connecting.attempts()
 
 
 async def connect_stream(
@@ -128,25 +102,14 @@ async def connect_stream(
         ConnectError, SocketTimeoutError, AddressError: as ``_sockets.connect_socket``.
     """
     loop = asyncio.get_running_loop()
-    last: SocketkitError | None = None
-    for fam, typ, proto, sockaddr, shown in await _targets(endpoint, family, type):
-        sock = client_socket(fam, typ, proto, str(endpoint))
-        try:
+    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout)
+    for attempt in await _attempts(connecting):
+        with connecting.trying(attempt) as sock:
             sock.setblocking(False)
             async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, sockaddr)
-        except OSError as exc:
-            sock.close()
-            last = connect_failure(exc, endpoint, shown, timeout)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        if typ == socket.SOCK_STREAM and fam in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    assert last is not None
-    raise last
+                await loop.sock_connect(sock, attempt.sockaddr)
+            return connecting.connected(attempt, sock)
+    raise connecting.failure()
 
 
 async def open_stream(
@@ -159,15 +122,16 @@ async def open_stream(
     """A stream transport connected to ``endpoint``, with ``factory``'s protocol.
 
     The socket comes from the seam (``connect_stream``) when the seam makes
-    traced sockets, so that ``--trace`` shows every call. Otherwise the loop
-    makes and connects it itself: uvloop does so in C, with no Python socket
-    object per connection (a tenth of a relayed connection's memory).
+    traced sockets, so that ``--trace`` shows every call, and for Unix sockets
+    (abstract names included). Otherwise the loop makes and connects it
+    itself: uvloop does so in C, with no Python socket object per connection
+    (a tenth of a relayed connection's memory).
 
     Raises:
         ConnectError, SocketTimeoutError, AddressError: as ``connect_stream``.
     """
     loop = asyncio.get_running_loop()
-    if not plain_sockets():
+    if not plain_sockets() or isinstance(endpoint, UnixEndpoint):
         sock = await connect_stream(endpoint, family=family, timeout=timeout)
         try:
             transport, _ = await loop.create_connection(factory, sock=sock)
@@ -175,17 +139,18 @@ async def open_stream(
             sock.close()
             raise
         return transport
+    connecting = Connecting(endpoint, family=family, timeout=timeout)
     last: SocketkitError | None = None
-    for fam, _typ, _proto, sockaddr, shown in await _targets(endpoint, family, socket.SOCK_STREAM):
+    for attempt in await _attempts(connecting):
         try:
             async with asyncio.timeout(timeout):
-                if fam == socket.AF_UNIX:
-                    transport, _ = await loop.create_unix_connection(factory, sockaddr)
-                else:
-                    host, port = sockaddr[0], sockaddr[1]
-                    transport, _ = await loop.create_connection(factory, host, port, family=fam)
+                sockaddr = attempt.sockaddr
+                assert not isinstance(sockaddr, str)
+                transport, _ = await loop.create_connection(
+                    factory, sockaddr[0], sockaddr[1], family=attempt.family
+                )
         except OSError as exc:
-            last = connect_failure(exc, endpoint, shown, timeout)
+            last = connect_failure(exc, endpoint, attempt.address, timeout)
             continue
         return transport
     assert last is not None
@@ -216,8 +181,8 @@ class DatagramSink:
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
-        for start in range(0, len(view), MAX_DATAGRAM):
-            self.transport.sendto(view[start : start + MAX_DATAGRAM])
+        for start in range(0, len(view), MAX_UDP_PAYLOAD):
+            self.transport.sendto(view[start : start + MAX_UDP_PAYLOAD])
 
     def write_eof(self) -> None:
         """UDP has no end of stream."""

@@ -24,11 +24,11 @@ server carries on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._timeouts import DEFAULT_IO_TIMEOUT
-from ..aio import Connection
+from ..aio import Connection, Handler
 from ..errors import SocketkitError
 from ._services import ConnectionProtocol
 
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from ._engine import ConnectionHost
 
 __all__ = ["Handler", "HandlerProtocol"]
-
-Handler = Callable[[Connection], Awaitable[None]]
 
 #: StreamReader buffer limit: reading pauses past it (backpressure).
 _READER_LIMIT = 256 * 1024

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from .._sockets import bind_socket, local_name
+from .._sockets import MAX_UDP_PAYLOAD, bind_socket, local_name
 from ..address import Endpoint, InetEndpoint, UnixEndpoint
 from ..framing import codec_by_name
 from ._engine import DatagramEngine, Limits, StreamEngine, install_signal_handlers
@@ -154,7 +154,7 @@ def run_datagram_server(
         service,
         log=log,
         max_datagrams=1 if config.once else None,
-        max_datagram_size=config.max_message_size or 65507,
+        max_datagram_size=config.max_message_size or MAX_UDP_PAYLOAD,
         accept_filter=config.accept_filter,
     )
 

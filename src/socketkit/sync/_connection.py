@@ -1,10 +1,10 @@
 """Blocking stream connections (TCP, Unix, TLS-wrapped) and listeners.
 
-Strategy: one ``ReceiveBuffer`` per connection holds bytes received but not
-yet consumed; ``receive_exactly``, ``receive_message`` (any codec) and
-``receive_some`` all drain it first, so mixing them never loses data. Every
-call has a deadline for the whole call (not per recv), and every ``OSError``
-is translated in ``_translate`` into the socketkit error tree.
+Strategy: a fill loop over the sans-I/O ``StreamCore`` (``socketkit._stream``),
+which owns the receive buffer, end of stream, closed state and error
+wording, shared with ``socketkit.aio``. Every call here has a deadline for
+the whole call (not per recv): the socket's timeout is set to what is left
+before each system call.
 
 ``send_all`` loops over ``send`` instead of using ``sendall`` so that, when it
 fails halfway, the error can say how many bytes went out.
@@ -14,37 +14,29 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
+from typing import TypeVar
 
 from .._closing import Closing
 from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
+from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
-from ..address import Endpoint, InetEndpoint, parse_endpoint
+from ..address import Endpoint, as_endpoint
 from ..errors import (
-    BrokenError,
     ClosedError,
-    IncompleteReadError,
-    SocketkitError,
     SocketTimeoutError,
-    UnsupportedError,
-    timeout_error,
     translate_os_error,
 )
-from ..framing import Codec, LineCodec, ReceiveBuffer
+from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
+from ..tls import client_server_hostname, handshake
 
 __all__ = ["Connection", "Listener", "connect", "open_listener"]
 
-#: Bytes asked of one recv(): 64 KiB matches common socket buffer sizes.
-RECEIVE_SIZE = 64 * 1024
+T = TypeVar("T")
 
 
-def _as_endpoint(endpoint: Endpoint | str, default_host: str | None) -> Endpoint:
-    if isinstance(endpoint, str):
-        return parse_endpoint(endpoint, default_host=default_host)
-    return endpoint
-
-
-class Connection(Closing):
+class Connection(StreamFacts, Closing):
     """A connected stream socket with whole-message sends and receives.
 
     Use as a context manager, or call ``close()``. Not thread-safe: one
@@ -52,17 +44,8 @@ class Connection(Closing):
     """
 
     def __init__(self, sock: socket.socket, *, timeout: float | None = DEFAULT_IO_TIMEOUT) -> None:
+        super().__init__(peer=peer_name(sock), local=local_name(sock), timeout=timeout)
         self._sock = sock
-        self._buffer = ReceiveBuffer()
-        self._eof = False
-        self._closed = False
-        self._write_shut = False
-        #: Default timeout, in seconds, of each call on this connection.
-        self.timeout = timeout
-        #: The peer's address, formatted (``127.0.0.1:51234``, ``unix:/p``).
-        self.peer = peer_name(sock)
-        #: This side's address, formatted.
-        self.local = local_name(sock)
 
     @property
     def socket(self) -> socket.socket:
@@ -73,39 +56,24 @@ class Connection(Closing):
         """The descriptor: a socket is a file descriptor."""
         return self._sock.fileno()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<Connection {self.local} -> {self.peer} {state}>"
-
-    # -- helpers ---------------------------------------------------------
+    # -- the fill loop ---------------------------------------------------
 
     def _deadline(self, timeout: TimeoutArg) -> Deadline:
-        if self._closed:
-            raise ClosedError(f"connection to {self.peer} is already closed")
-        return Deadline(self.timeout if timeout is DEFAULT else timeout)
+        return Deadline(self._call_timeout(timeout))
 
-    def _translate(self, exc: OSError, phase: str, deadline: Deadline) -> SocketkitError:
-        # BlockingIOError (EAGAIN) is a timeout too: once a deadline has run
-        # out, settimeout(0.0) makes the socket non-blocking, and so does a
-        # caller's timeout=0 ("only what is already there").
-        if isinstance(exc, TimeoutError | BlockingIOError):
-            return timeout_error(phase, self.peer, deadline.timeout)
-        return translate_os_error(exc, phase=phase, where=self.peer)
-
-    def _fill(self, deadline: Deadline) -> bool:
-        """Receive once into the buffer; False at end of stream."""
-        if self._eof:
-            return False
-        try:
-            self._sock.settimeout(deadline.remaining())
-            data = self._sock.recv(RECEIVE_SIZE)
-        except OSError as exc:
-            raise self._translate(exc, "receive", deadline) from exc
-        if not data:
-            self._eof = True
-            return False
-        self._buffer.feed(data)
-        return True
+    def _receive(self, answer: Callable[[], T | NeedData], timeout: TimeoutArg) -> T:
+        """Call ``answer`` until it has one, receiving once between calls."""
+        deadline = self._deadline(timeout)
+        while True:
+            result = answer()
+            if result is not NEED_DATA:
+                return result
+            try:
+                self._sock.settimeout(deadline.remaining())
+                data = self._sock.recv(RECEIVE_SIZE)
+            except OSError as exc:
+                raise self._core.io_error(exc, "receive", deadline.timeout) from exc
+            self._core.feed(data)
 
     # -- receiving -------------------------------------------------------
 
@@ -118,10 +86,7 @@ class Connection(Closing):
             SocketTimeoutError: nothing arrived in time.
             BrokenError: the connection was reset.
         """
-        deadline = self._deadline(timeout)
-        if not self._buffer and not self._fill(deadline):
-            return b""
-        return self._buffer.extract(max_bytes)
+        return self._receive(lambda: self._core.next_some(max_bytes), timeout)
 
     def receive_exactly(self, n: int, *, timeout: TimeoutArg = DEFAULT) -> bytes:
         """Return exactly ``n`` bytes, looping over partial reads.
@@ -130,16 +95,7 @@ class Connection(Closing):
             IncompleteReadError: the stream ended first; ``partial`` holds what came.
             SocketTimeoutError: not all ``n`` bytes came in time; they stay buffered.
         """
-        deadline = self._deadline(timeout)
-        while len(self._buffer) < n:
-            if not self._fill(deadline):
-                partial = self._buffer.extract_all()
-                raise IncompleteReadError(
-                    f"{self.peer} closed the connection after {len(partial)} of {n} bytes",
-                    partial=partial,
-                    expected=n,
-                )
-        return self._buffer.extract(n)
+        return self._receive(lambda: self._core.next_exactly(n), timeout)
 
     def receive_message(self, codec: Codec, *, timeout: TimeoutArg = DEFAULT) -> bytes | None:
         """Return the next message framed by ``codec``; None at a clean end of stream.
@@ -149,13 +105,7 @@ class Connection(Closing):
             IncompleteReadError: the stream ended inside a message.
             SocketTimeoutError: no whole message in time; received bytes stay buffered.
         """
-        deadline = self._deadline(timeout)
-        while True:
-            message = codec.maybe_decode(self._buffer)
-            if message is not None:
-                return message
-            if not self._fill(deadline):
-                return codec.decode_eof(self._buffer)
+        return self._receive(lambda: self._core.next_message(codec), timeout)
 
     def receive_line(
         self, *, max_line_length: int = DEFAULT_MAX_LINE_LENGTH, timeout: TimeoutArg = DEFAULT
@@ -179,8 +129,7 @@ class Connection(Closing):
             BrokenError: the peer reset the connection; some bytes may have gone.
         """
         deadline = self._deadline(timeout)
-        if self._write_shut:
-            raise ClosedError(f"cannot send to {self.peer}: this side already shut down writing")
+        self._core.check_send()
         view = memoryview(data).cast("B")
         sent = 0
         total = len(view)
@@ -189,10 +138,7 @@ class Connection(Closing):
                 self._sock.settimeout(deadline.remaining())
                 sent += self._sock.send(view[sent:])
         except OSError as exc:
-            error = self._translate(exc, "send", deadline)
-            if total:
-                error.message += f" ({sent} of {total} bytes sent)"
-            raise error from exc
+            raise self._core.send_error(exc, deadline.timeout, sent, total) from exc
         finally:
             view.release()
 
@@ -205,38 +151,22 @@ class Connection(Closing):
 
         Receiving still works, so the reply to a request can be read after it;
         sending raises ``ClosedError``.
+
+        Raises:
+            UnsupportedError: the connection speaks TLS.
         """
-        if self._closed:
-            raise ClosedError(f"connection to {self.peer} is already closed")
-        if isinstance(self._sock, ssl.SSLSocket):
-            # SSLSocket.shutdown drops the TLS state, and unwrap() loses data
-            # still in flight from the peer: neither is a half-close.
-            raise UnsupportedError(
-                f"half-close over TLS is not supported on the connection to {self.peer}"
-            )
+        self._core.check_half_close(tls=isinstance(self._sock, ssl.SSLSocket))
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            raise BrokenError(
-                f"cannot half-close the connection to {self.peer}: {exc.strerror}", errno=exc.errno
-            ) from exc
-        self._write_shut = True
+            raise self._core.half_close_error(exc) from exc
+        self._core.write_shut = True
 
     def close(self) -> None:
         """Close the socket; safe to call more than once."""
-        if not self._closed:
-            self._closed = True
+        if not self._core.closed:
+            self._core.closed = True
             self._sock.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` was called."""
-        return self._closed
-
-    @property
-    def at_eof(self) -> bool:
-        """True once the peer's end of stream was seen and the buffer is empty."""
-        return self._eof and not self._buffer
 
 
 class Listener(Closing):
@@ -317,18 +247,15 @@ def connect(
         TLSError: the TLS handshake failed (certificate, name, protocol).
         SocketTimeoutError: no answer within ``connect_timeout``.
     """
-    target = _as_endpoint(endpoint, default_host="127.0.0.1")
+    target = as_endpoint(endpoint, default_host="127.0.0.1")
     sock = connect_socket(target, family=family, timeout=connect_timeout)
     if ssl_context is not None:
-        from ..tls import handshake
-
-        default_name = target.host if isinstance(target, InetEndpoint) else None
         sock = handshake(
             sock,
             ssl_context,
             role="client",
             where=str(target),
-            server_hostname=server_hostname or default_name,
+            server_hostname=client_server_hostname(target, server_hostname),
             timeout=connect_timeout,
         )
     return Connection(sock, timeout=timeout)
@@ -354,8 +281,6 @@ def open_listener(
     Raises:
         ListenError: address in use, permission denied, unusable path.
     """
-    if isinstance(endpoint, int):
-        endpoint = InetEndpoint(None, endpoint)
-    target = _as_endpoint(endpoint, default_host=None)
+    target = as_endpoint(endpoint, default_host=None)
     sock = bind_socket(target, family=family, backlog=backlog, reuse_port=reuse_port)
     return Listener(sock, timeout=timeout)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import socket
 
 from .._closing import Closing
-from .._sockets import bind_socket, bound_port, connect_socket, local_name
+from .._sockets import MAX_UDP_PAYLOAD, bind_socket, bound_port, connect_socket, local_name
 from .._timeouts import DEFAULT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
-from ..address import Endpoint, InetEndpoint, format_sockaddr, parse_endpoint
+from ..address import Endpoint, as_endpoint, format_sockaddr
 from ..errors import (
     BrokenError,
     ClosedError,
@@ -33,8 +33,6 @@ __all__ = [
     "open_datagram_server",
 ]
 
-#: The largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header).
-MAX_UDP_PAYLOAD = 65507
 #: Default largest datagram accepted: the most UDP over IPv4 can carry.
 DEFAULT_MAX_DATAGRAM_SIZE = MAX_UDP_PAYLOAD
 
@@ -192,10 +190,7 @@ def open_datagram_server(
     Raises:
         ListenError: address in use, permission denied, unusable path.
     """
-    if isinstance(endpoint, int):
-        endpoint = InetEndpoint(None, endpoint)
-    elif isinstance(endpoint, str):
-        endpoint = parse_endpoint(endpoint, default_host=None)
+    endpoint = as_endpoint(endpoint, default_host=None)
     sock = bind_socket(endpoint, type=socket.SOCK_DGRAM, family=family, reuse_port=reuse_port)
     return DatagramSocket(sock, timeout=timeout, max_datagram_size=max_datagram_size)
 
@@ -212,8 +207,7 @@ def open_datagram_client(
     Raises:
         AddressError: malformed endpoint or unknown host.
     """
-    if isinstance(endpoint, str):
-        endpoint = parse_endpoint(endpoint, default_host="127.0.0.1")
+    endpoint = as_endpoint(endpoint, default_host="127.0.0.1")
     sock = connect_socket(endpoint, type=socket.SOCK_DGRAM, family=family)
     return DatagramSocket(
         sock, timeout=timeout, max_datagram_size=max_datagram_size, peer=str(endpoint)
