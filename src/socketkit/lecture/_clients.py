@@ -17,16 +17,18 @@ How the TCP client interoperates with every server of the lecture:
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..address import DEFAULT_HOST, DEFAULT_PORT, Endpoint, InetEndpoint
-from ..errors import BrokenError
+from ..errors import BrokenError, ConnectError
 from ..framing import LineCodec
 from ..server._log import show_message
-from ..sync import connect, open_datagram_client
+from ..sync import Connection, connect, open_datagram_client
 
 __all__ = ["TCP_MESSAGE", "UDP_MESSAGE", "ClientConfig", "run_tcp_client", "run_udp_client"]
 
@@ -44,11 +46,39 @@ class ClientConfig:
     family: int = socket.AF_UNSPEC
     message: bytes | None = None
     count: int = 1
-    timeout: float = 5.0
+    #: Seconds each step may take; None: no limit.
+    timeout: float | None = 5.0
     retries: int = 2
     max_reply_size: int = 64 * 1024
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    #: Seconds during which a refused connect is tried again (a server that
+    #: is starting); 0: fail at once.
+    wait_for_server: float = 0.0
+
+
+#: Seconds between two connects while waiting for a server to start.
+CONNECT_RETRY_INTERVAL = 0.05
+
+
+def _connect(config: ClientConfig) -> Connection:
+    """Connect; while ``wait_for_server`` lasts, a refused connect is retried."""
+    deadline = time.monotonic() + config.wait_for_server
+    while True:
+        try:
+            return connect(
+                config.endpoint,
+                family=config.family,
+                connect_timeout=config.timeout,
+                timeout=config.timeout,
+                ssl_context=config.ssl_context,
+                server_hostname=config.server_hostname,
+            )
+        except ConnectError as exc:
+            refused = exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
+            if not refused or time.monotonic() + CONNECT_RETRY_INTERVAL > deadline:
+                raise
+        time.sleep(CONNECT_RETRY_INTERVAL)
 
 
 def run_tcp_client(
@@ -62,14 +92,7 @@ def run_tcp_client(
     """
     message = TCP_MESSAGE if config.message is None else config.message
     reply_codec = LineCodec(config.max_reply_size)
-    with connect(
-        config.endpoint,
-        family=config.family,
-        connect_timeout=config.timeout,
-        timeout=config.timeout,
-        ssl_context=config.ssl_context,
-        server_hostname=config.server_hostname,
-    ) as conn:
+    with _connect(config) as conn:
         if verbose and err is not None:
             err.write(f"connected to {conn.peer} from {conn.local}\n")
         for i in range(config.count):
