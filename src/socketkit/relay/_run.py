@@ -27,7 +27,8 @@ import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,10 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
         The exit code: 0, or the exec'd program's status when there is one
         connection and no listener.
 
+    SIGTERM stops it at any moment with exit 0: while the loop runs, through
+    the loop's handler (a listener drains, a link ends); before and after,
+    through ``_stop_on_sigterm``.
+
     Raises:
         SocketkitError: opening failed, or (one connection) the link failed.
     """
@@ -141,11 +146,41 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
         a, b = b, a
     if isinstance(b, RelayAddress) and b.listener:
         raise UsageError("relay: only one side can listen")
-    if not a.listener:
-        return run(_connect(a, b, settings))
-    if a.transport == "udp":
-        return _serve_udp(a, b, settings)
-    return _serve_stream(a, b, settings)
+    try:
+        with _stop_on_sigterm():
+            if not a.listener:
+                return run(_connect(a, b, settings))
+            if a.transport == "udp":
+                return _serve_udp(a, b, settings)
+            return _serve_stream(a, b, settings)
+    except Stopped:
+        settings.log.event("terminated", "terminated", True)
+        return 0
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM outside the loop's own handler (while binding, starting or ending).
+
+    A KeyboardInterrupt, so that it also leaves a loop that is starting up
+    (asyncio lets only those and SystemExit out of a callback).
+    """
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises ``Stopped`` (in the main thread; elsewhere nothing)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ no listener
