@@ -28,9 +28,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._sockets import bind_socket, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
@@ -149,13 +149,25 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
     try:
         with _stop_on_sigterm():
             if not a.listener:
-                return run(_connect(a, b, settings))
+                return _run_to_end(_connect(a, b, settings))
             if a.transport == "udp":
                 return _serve_udp(a, b, settings)
             return _serve_stream(a, b, settings)
     except Stopped:
         settings.log.event("terminated", "terminated", True)
         return 0
+
+
+T = TypeVar("T")
+
+
+def _run_to_end(main: Coroutine[Any, Any, T]) -> T:
+    """``server.run(main)``; a coroutine that a signal kept from starting is closed
+    (not left to warn that it was never awaited)."""
+    try:
+        return run(main)
+    finally:
+        main.close()
 
 
 class Stopped(KeyboardInterrupt):
@@ -369,11 +381,11 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
                 finally:
                     undo()
 
-            stats = run(serve())
+            stats = _run_to_end(serve())
             if settings.summary:
                 settings.log.summary(stats)
             return 0
-        return run(_udp_first_peer(sock, a, b, settings))
+        return _run_to_end(_udp_first_peer(sock, a, b, settings))
     finally:
         sock.close()
 
