@@ -39,14 +39,8 @@ pytestmark = pytest.mark.timeout(60)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: The ports the README's lines use; each becomes a free port.
-README_PORTS = ("8080", "8443", "9000", "8000")
+README_PORTS = ("8080", "8443", "9000", "8000", "5201")
 LECTURE_COMMANDS = ("tcp-server", "tcp-client", "udp-server", "udp-client")
-#: Lines known to fail as pasted, and who is fixing them.
-KNOWN_BROKEN = {
-    "socketkit bench server & socketkit bench client 127.0.0.1 -P 4 -t 5 --json": (
-        "the bench client races its server; the bench rework rewrites this line"
-    ),
-}
 
 
 def readme_lines() -> list[str]:
@@ -62,7 +56,8 @@ def readme_lines() -> list[str]:
 
 def _with_free_ports(line: str) -> tuple[str, dict[str, int]]:
     ports = {number: free_port() for number in README_PORTS}
-    line = re.sub(r"\b(8080|8443|9000|8000)\b", lambda m: str(ports[m.group(1)]), line)
+    pattern = r"\b(" + "|".join(README_PORTS) + r")\b"
+    line = re.sub(pattern, lambda m: str(ports[m.group(1)]), line)
     parts = []
     for command in line.split(" & "):
         words = command.split()
@@ -126,8 +121,6 @@ def _kind(line: str) -> str:
 
 @pytest.mark.parametrize("line", readme_lines())
 def test_readme_line_works_as_pasted(line: str, workdir: Path) -> None:
-    if line in KNOWN_BROKEN:
-        pytest.xfail(KNOWN_BROKEN[line])
     kind = _kind(line)
     if kind == "install":
         pytest.skip("creates a virtual environment: what .ci/run does")

@@ -179,6 +179,18 @@ def add_server_options(parser: argparse.ArgumentParser, *, stream: bool) -> None
     add_common_options(parser)
 
 
+def add_wait_for_server(parser: argparse.ArgumentParser) -> None:
+    """``--wait-for-server S``: the clients' connect retry for a server still starting."""
+    parser.add_argument(
+        "--wait-for-server",
+        type=nonnegative_float,
+        default=0.0,
+        metavar="S",
+        help="retry a refused connect for up to S seconds, for a server still "
+        "starting (`server & client` on one line)",
+    )
+
+
 def add_client_options(
     parser: argparse.ArgumentParser, *, stream: bool, default_message: bytes
 ) -> None:
@@ -204,14 +216,7 @@ def add_client_options(
         "--count", type=positive_int, default=1, help="send N messages, print N replies"
     )
     if stream:
-        parser.add_argument(
-            "--wait-for-server",
-            type=nonnegative_float,
-            default=0.0,
-            metavar="S",
-            help="retry a refused connect for up to S seconds, for a server still "
-            "starting (`server & client` on one line)",
-        )
+        add_wait_for_server(parser)
     parser.add_argument(
         "-w",
         "--timeout",

@@ -17,15 +17,13 @@ How the TCP client interoperates with every server of the lecture:
 
 from __future__ import annotations
 
-import errno
 import socket
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..address import DEFAULT_HOST, DEFAULT_PORT, Endpoint, InetEndpoint
-from ..errors import BrokenError, ConnectError
+from ..errors import BrokenError
 from ..framing import LineCodec
 from ..server._log import show_message
 from ..sync import Connection, connect, open_datagram_client
@@ -57,28 +55,17 @@ class ClientConfig:
     wait_for_server: float = 0.0
 
 
-#: Seconds between two connects while waiting for a server to start.
-CONNECT_RETRY_INTERVAL = 0.05
-
-
 def _connect(config: ClientConfig) -> Connection:
     """Connect; while ``wait_for_server`` lasts, a refused connect is retried."""
-    deadline = time.monotonic() + config.wait_for_server
-    while True:
-        try:
-            return connect(
-                config.endpoint,
-                family=config.family,
-                connect_timeout=config.timeout,
-                timeout=config.timeout,
-                ssl_context=config.ssl_context,
-                server_hostname=config.server_hostname,
-            )
-        except ConnectError as exc:
-            refused = exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
-            if not refused or time.monotonic() + CONNECT_RETRY_INTERVAL > deadline:
-                raise
-        time.sleep(CONNECT_RETRY_INTERVAL)
+    return connect(
+        config.endpoint,
+        family=config.family,
+        connect_timeout=config.timeout,
+        timeout=config.timeout,
+        ssl_context=config.ssl_context,
+        server_hostname=config.server_hostname,
+        wait_for_server=config.wait_for_server,
+    )
 
 
 def run_tcp_client(
