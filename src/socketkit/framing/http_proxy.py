@@ -722,6 +722,11 @@ class HttpProxyServer:
                 return RequestEnd()
             raise AssertionError(f"unexpected h11 event {event!r}")  # pragma: no cover
 
+    @property
+    def closed(self) -> bool:
+        """True once the connection must close (a refusal, or no keep-alive)."""
+        return self._state is _ServerState.CLOSED
+
     # -- answers -----------------------------------------------------------
 
     def accept(self, bound: tuple[str, int] | None = None) -> None:

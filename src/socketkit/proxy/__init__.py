@@ -1,0 +1,33 @@
+"""A SOCKS4, SOCKS4a, SOCKS5 and HTTP proxy server on the server engine.
+
+>>> from socketkit.proxy import ProxySettings, proxy_service
+>>> from socketkit.server import ServerConfig, ServerLog, run_stream_server
+>>> config = ServerConfig(service=proxy_service(ProxySettings()))   # doctest: +SKIP
+>>> run_stream_server(config, ServerLog())                          # doctest: +SKIP
+
+The client side (connecting through a proxy) is ``socketkit.proxy_client``.
+"""
+
+from ._policy import DestinationPolicy, DestinationRule, parse_destination_rule
+from ._server import (
+    DEFAULT_PROXY_CONNECT_TIMEOUT,
+    DEFAULT_PROXY_HANDSHAKE_TIMEOUT,
+    DEFAULT_PROXY_PORT,
+    ProxyProtocol,
+    ProxySettings,
+    check_credentials,
+    proxy_service,
+)
+
+__all__ = [
+    "DEFAULT_PROXY_CONNECT_TIMEOUT",
+    "DEFAULT_PROXY_HANDSHAKE_TIMEOUT",
+    "DEFAULT_PROXY_PORT",
+    "DestinationPolicy",
+    "DestinationRule",
+    "ProxyProtocol",
+    "ProxySettings",
+    "check_credentials",
+    "parse_destination_rule",
+    "proxy_service",
+]
