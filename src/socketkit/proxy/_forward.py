@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import h11
 
@@ -121,7 +121,8 @@ class Forwarding(asyncio.Protocol):
     # -- the origin's connection ---------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = stream = transport  # type: ignore[assignment]
+        stream = cast(asyncio.Transport, transport)
+        self._transport = stream
         if self._done:
             transport.close()
             return
