@@ -32,7 +32,13 @@ from typing import Final
 from . import aio, sync
 from ._timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline
 from .address import Endpoint, InetEndpoint, resolve
-from .errors import HostNotFoundError, ProxyAuthError, SocketTimeoutError, timeout_error
+from .errors import (
+    HostNotFoundError,
+    ProxyAuthError,
+    ProxyError,
+    SocketTimeoutError,
+    timeout_error,
+)
 from .framing.http_proxy import HttpConnectClient
 from .framing.socks import SocksClient
 from .framing.tunnel import (
@@ -47,6 +53,7 @@ from .framing.tunnel import (
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "HandshakeSteps",
     "aconnect_via_proxy",
     "ahandshake",
     "connect_via_proxy",
@@ -61,16 +68,76 @@ __all__ = [
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 30.0
 
 
-def _reconnect_or_fail(client: TunnelClient, can_reconnect: bool, where: str) -> HttpConnectClient:
-    """The HTTP machine to restart after ``Reconnect``, or the error to raise."""
-    if not can_reconnect or not isinstance(client, HttpConnectClient):
-        raise ProxyAuthError(
-            f"HTTP proxy {where} closed the connection after its authentication challenge "
-            "(answering needs a new connection)",
-            protocol="HTTP",
-            reply=407,
-        )
-    return client
+#: What ``HandshakeSteps.next`` asks of the fill loop after sending its bytes.
+RECEIVE: Final = "receive"
+RECONNECT: Final = "reconnect"
+
+
+def _at_proxy(exc: ProxyError, where: str) -> ProxyError:
+    """``exc`` reworded to name the proxy's address (the machines do not know it)."""
+    message = exc.message
+    for said in ("SOCKS4 proxy", "SOCKS5 proxy", "HTTP proxy", "the proxy"):
+        if said in message:
+            message = message.replace(said, f"{said} {where}", 1)
+            break
+    else:
+        message = f"proxy {where}: {message}"
+    return type(exc)(message, protocol=exc.protocol, reply=exc.reply, proxy=where)
+
+
+class HandshakeSteps:
+    """The decisions of a handshake's fill loop, without I/O, for both layers.
+
+    Each turn: ``next()`` gives the bytes to send now and what to do after
+    sending them: receive (then ``receive(data)``), reconnect (then
+    ``reconnected()``), or the ``TunnelOpen`` that ends the handshake.
+    Errors name the proxy (``where``).
+    """
+
+    __slots__ = ("_can_reconnect", "_client", "where")
+
+    def __init__(self, client: TunnelClient, where: str, *, can_reconnect: bool) -> None:
+        self._client = client
+        self._can_reconnect = can_reconnect
+        #: The proxy's address, for messages.
+        self.where = where
+
+    def next(self) -> tuple[bytes, str | TunnelOpen]:
+        """(bytes to send, then ``RECEIVE``, ``RECONNECT`` or the ``TunnelOpen``).
+
+        Raises:
+            ProxyError: the proxy did not open the tunnel (naming its address).
+        """
+        client = self._client
+        try:
+            # Ask first, then send: answering the last reply queues more.
+            event = client.next_event()
+        except ProxyError as exc:
+            raise _at_proxy(exc, self.where) from None
+        data = client.data_to_send()
+        if isinstance(event, TunnelOpen):
+            return data, event
+        if isinstance(event, Reconnect):
+            if not self._can_reconnect or not isinstance(client, HttpConnectClient):
+                raise ProxyAuthError(
+                    f"HTTP proxy {self.where} closed the connection after its authentication "
+                    "challenge (answering needs a new connection)",
+                    protocol="HTTP",
+                    reply=407,
+                )
+            return data, RECONNECT
+        assert isinstance(event, NeedData)
+        return data, RECEIVE
+
+    def receive(self, data: bytes) -> None:
+        """Feed what one receive returned (``b""``: the proxy closed)."""
+        self._client.receive_data(data)
+
+    def reconnected(self) -> None:
+        """The new connection after ``RECONNECT`` is up."""
+        client = self._client
+        assert isinstance(client, HttpConnectClient)
+        client.reconnected()
 
 
 def handshake(
@@ -105,29 +172,25 @@ def handshake(
     opened is closed here, since the caller never saw it.
     """
     deadline = Deadline(handshake_timeout)
-    where = conn.peer
+    steps = HandshakeSteps(client, conn.peer, can_reconnect=reconnect is not None)
     current, opened = conn, False
     try:
         while True:
-            # Ask first, then send: answering the last reply queues more.
-            event = client.next_event()
-            data = client.data_to_send()
+            data, then = steps.next()
             if data:
                 current.send_all(data, timeout=deadline.remaining())
-            if isinstance(event, TunnelOpen):
+            if isinstance(then, TunnelOpen):
                 opened = True
-                return current, event
-            if isinstance(event, Reconnect):
-                http = _reconnect_or_fail(client, reconnect is not None, where)
+                return current, then
+            if then is RECONNECT:
                 assert reconnect is not None
                 current.close()
                 current = reconnect()
-                http.reconnected()
-                continue
-            assert isinstance(event, NeedData)
-            client.receive_data(current.receive_some(timeout=deadline.remaining()))
+                steps.reconnected()
+            else:
+                steps.receive(current.receive_some(timeout=deadline.remaining()))
     except SocketTimeoutError as exc:
-        raise timeout_error("proxy handshake", where, handshake_timeout) from exc
+        raise timeout_error("proxy handshake", steps.where, handshake_timeout) from exc
     finally:
         if not opened and current is not conn:
             current.close()
@@ -140,31 +203,28 @@ async def ahandshake(
     reconnect: Callable[[], Awaitable[aio.Connection]] | None = None,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> tuple[aio.Connection, TunnelOpen]:
-    """The asyncio twin of ``handshake`` (same arguments, results and errors)."""
+    """The asyncio twin of ``handshake`` (same arguments, results and errors;
+    the same ``HandshakeSteps``, only the I/O calls differ)."""
     deadline = Deadline(handshake_timeout)
-    where = conn.peer
+    steps = HandshakeSteps(client, conn.peer, can_reconnect=reconnect is not None)
     current, opened = conn, False
     try:
         while True:
-            # Ask first, then send: answering the last reply queues more.
-            event = client.next_event()
-            data = client.data_to_send()
+            data, then = steps.next()
             if data:
                 await current.send_all(data, timeout=deadline.remaining())
-            if isinstance(event, TunnelOpen):
+            if isinstance(then, TunnelOpen):
                 opened = True
-                return current, event
-            if isinstance(event, Reconnect):
-                http = _reconnect_or_fail(client, reconnect is not None, where)
+                return current, then
+            if then is RECONNECT:
                 assert reconnect is not None
                 await current.aclose()
                 current = await reconnect()
-                http.reconnected()
-                continue
-            assert isinstance(event, NeedData)
-            client.receive_data(await current.receive_some(timeout=deadline.remaining()))
+                steps.reconnected()
+            else:
+                steps.receive(await current.receive_some(timeout=deadline.remaining()))
     except SocketTimeoutError as exc:
-        raise timeout_error("proxy handshake", where, handshake_timeout) from exc
+        raise timeout_error("proxy handshake", steps.where, handshake_timeout) from exc
     finally:
         if not opened and current is not conn:
             await current.aclose()
