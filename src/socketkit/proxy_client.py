@@ -27,6 +27,7 @@ import asyncio
 import functools
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from . import aio, sync
@@ -36,7 +37,9 @@ from .errors import (
     HostNotFoundError,
     ProxyAuthError,
     ProxyError,
+    ProxyProtocolError,
     SocketTimeoutError,
+    UsageError,
     timeout_error,
 )
 from .framing.http_proxy import HttpConnectClient
@@ -54,10 +57,13 @@ from .framing.tunnel import (
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "HandshakeSteps",
+    "Proxy",
     "aconnect_via_proxy",
     "ahandshake",
+    "aopen_tunnel",
     "connect_via_proxy",
     "handshake",
+    "open_tunnel",
     "resolve_target",
     "tunnel_client",
 ]
@@ -66,6 +72,27 @@ __all__ = [
 #: three round trips, and the proxy's own connect to the target (often up to
 #: its 10 to 20 s connect timeout) happens inside the last one.
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A proxy to connect through: the ``proxy=`` option of ``sync.connect``/``aio.connect``.
+
+    Attributes:
+        address: the proxy's endpoint (``host:port``, ``[v6]:port``, ``unix:/p``).
+        kind: its protocol (SOCKS4 sends SOCKS4a for a name).
+        username, password: credentials (SOCKS5 RFC 1929, HTTP Basic or
+            Digest; SOCKS4: a user id only).
+        dns: where the target's name is resolved (``tunnel.DnsPolicy``).
+        handshake_timeout: seconds for the whole handshake.
+    """
+
+    address: Endpoint | str
+    kind: ProxyKind = ProxyKind.SOCKS5
+    username: str | None = None
+    password: str | None = None
+    dns: DnsPolicy = "remote"
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
 
 
 #: What ``HandshakeSteps.next`` asks of the fill loop after sending its bytes.
@@ -354,3 +381,95 @@ async def aconnect_via_proxy(
     except BaseException:
         await conn.aclose()
         raise
+
+
+def _target(endpoint: Endpoint) -> InetEndpoint:
+    if not isinstance(endpoint, InetEndpoint) or endpoint.host is None:
+        raise UsageError(f"a proxy connects to a host and port, not to {endpoint}")
+    return endpoint
+
+
+def _first_bytes(conn: sync.Connection | aio.Connection, opened: TunnelOpen, tls: bool) -> None:
+    """Put the target's first bytes in ``conn``'s buffer (none allowed before TLS)."""
+    if not opened.trailing_data:
+        return
+    if tls:
+        raise ProxyProtocolError(
+            f"the target spoke before the TLS handshake through the proxy {conn.peer}",
+            protocol="TLS",
+            proxy=conn.peer,
+        )
+    conn._core.feed(opened.trailing_data)
+
+
+def open_tunnel(
+    proxy: Proxy,
+    target: Endpoint,
+    *,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float | None = DEFAULT_IO_TIMEOUT,
+    before_tls: bool = False,
+) -> sync.Connection:
+    """A connection to ``target`` through ``proxy`` (``sync.connect(..., proxy=)``).
+
+    The target's first bytes, if they came with the proxy's reply, are
+    already in the connection's buffer: the next receive returns them.
+
+    Args:
+        before_tls: a TLS handshake follows, so the target must not have
+            spoken yet (its bytes would be lost under the TLS layer).
+
+    Raises:
+        As ``connect_via_proxy``; UsageError for a target that is not host:port.
+    """
+    where = _target(target)
+    assert where.host is not None
+    conn, opened = connect_via_proxy(
+        proxy.address,
+        proxy.kind,
+        where.host,
+        where.port,
+        username=proxy.username,
+        password=proxy.password,
+        dns=proxy.dns,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        handshake_timeout=proxy.handshake_timeout,
+    )
+    try:
+        _first_bytes(conn, opened, before_tls)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def aopen_tunnel(
+    proxy: Proxy,
+    target: Endpoint,
+    *,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    timeout: float | None = DEFAULT_IO_TIMEOUT,
+    before_tls: bool = False,
+) -> aio.Connection:
+    """The asyncio twin of ``open_tunnel`` (``aio.connect(..., proxy=)``)."""
+    where = _target(target)
+    assert where.host is not None
+    conn, opened = await aconnect_via_proxy(
+        proxy.address,
+        proxy.kind,
+        where.host,
+        where.port,
+        username=proxy.username,
+        password=proxy.password,
+        dns=proxy.dns,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        handshake_timeout=proxy.handshake_timeout,
+    )
+    try:
+        _first_bytes(conn, opened, before_tls)
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn

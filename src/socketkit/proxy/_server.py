@@ -37,13 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._sockets import Connecting
+from .._sockets import ConnectAttempt
 from ..address import InetEndpoint
+from ..aio._connection import connect_socket
 from ..errors import (
     AddressError,
     IncompleteReadError,
     SocketkitError,
     SocketTimeoutError,
+    timeout_error,
 )
 from ..framing.http_proxy import (
     DEFAULT_MAX_BODY_SIZE,
@@ -157,8 +159,9 @@ class TargetUnavailable(Exception):
 async def connect_target(host: str, port: int, settings: ProxySettings) -> socket.socket:
     """A non-blocking socket connected to ``host:port``, each allowed address in turn.
 
-    The name is resolved in the loop's executor (an address needs no
-    thread); every address is checked against the policy before it is tried.
+    ``aio.connect_socket`` does the connecting (the name resolved in the
+    loop's executor, sockets from the seam); every resolved address is
+    checked against the policy before it is tried.
 
     Raises:
         TargetUnavailable: denied, unresolvable, or every connect failed.
@@ -167,36 +170,31 @@ async def connect_target(host: str, port: int, settings: ProxySettings) -> socke
     refusal = policy.check(host, port)
     if refusal is not None:
         raise TargetUnavailable(TunnelFailure.NOT_ALLOWED, refusal)
-    loop = asyncio.get_running_loop()
-    connecting = Connecting(
-        InetEndpoint(host, port), family=settings.family, timeout=settings.connect_timeout
-    )
+    denied: list[str] = []
+
+    def admit(attempt: ConnectAttempt) -> bool:
+        reason = policy.check(host, port, str(attempt.sockaddr[0]))
+        if reason is not None:
+            denied.append(reason)
+        return reason is None
+
+    timeout = settings.connect_timeout
     try:
-        if connecting.resolving:
-            attempts = await loop.run_in_executor(None, connecting.attempts)
-        else:
-            attempts = connecting.attempts()
+        async with asyncio.timeout(timeout):
+            return await connect_socket(InetEndpoint(host, port), settings.family, admit=admit)
+    except TimeoutError:
+        where = format_authority(host, port)
+        raise TargetUnavailable(
+            TunnelFailure.TTL_EXPIRED, str(timeout_error("connect", where, timeout))
+        ) from None
     except AddressError as exc:
         raise TargetUnavailable(TunnelFailure.HOST_UNREACHABLE, str(exc)) from None
-    tried = False
-    for attempt in attempts:
-        address = attempt.sockaddr[0]
-        assert isinstance(address, str)
-        refusal = policy.check(host, port, address)
-        if refusal is not None:
-            continue
-        tried = True
-        with connecting.trying(attempt) as sock:
-            sock.setblocking(False)
-            async with asyncio.timeout(settings.connect_timeout):
-                await loop.sock_connect(sock, attempt.sockaddr)
-            return connecting.connected(attempt, sock)
-    if not tried:
-        raise TargetUnavailable(TunnelFailure.NOT_ALLOWED, refusal or "no address allowed")
-    error = connecting.failure()
-    if isinstance(error, SocketTimeoutError):
-        raise TargetUnavailable(TunnelFailure.TTL_EXPIRED, str(error))
-    raise TargetUnavailable(failure_for_errno(error.errno), str(error))
+    except SocketkitError as exc:
+        if denied and exc.errno is None:
+            raise TargetUnavailable(TunnelFailure.NOT_ALLOWED, denied[0]) from None
+        if isinstance(exc, SocketTimeoutError):
+            raise TargetUnavailable(TunnelFailure.TTL_EXPIRED, str(exc)) from None
+        raise TargetUnavailable(failure_for_errno(exc.errno), str(exc)) from None
 
 
 def _bound(sock: socket.socket) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .._closing import Closing
 from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
@@ -30,6 +30,9 @@ from ..errors import (
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
 from ..tls import client_server_hostname, handshake
+
+if TYPE_CHECKING:
+    from ..proxy_client import Proxy
 
 __all__ = ["Connection", "Listener", "connect", "open_listener"]
 
@@ -230,6 +233,7 @@ def connect(
     timeout: float | None = DEFAULT_IO_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection to ``endpoint`` (``host:port``, ``[v6]:port``, ``unix:/p``).
 
@@ -240,15 +244,33 @@ def connect(
         timeout: the default timeout of each later call on the connection.
         ssl_context: speak TLS with this context (``socketkit.tls.client_context``).
         server_hostname: the name to send (SNI) and verify; default: the host.
+        proxy: reach ``endpoint`` through this SOCKS or HTTP proxy
+            (``socketkit.proxy_client.Proxy``); TLS, if asked, is then
+            spoken with the target, inside the tunnel.
 
     Raises:
         AddressError: malformed endpoint or unknown host.
         ConnectError: refused or unreachable.
+        ProxyError: the proxy did not open the tunnel (a ConnectError).
         TLSError: the TLS handshake failed (certificate, name, protocol).
         SocketTimeoutError: no answer within ``connect_timeout``.
     """
     target = as_endpoint(endpoint, default_host="127.0.0.1")
-    sock = connect_socket(target, family=family, timeout=connect_timeout)
+    if proxy is not None:
+        from ..proxy_client import open_tunnel
+
+        conn = open_tunnel(
+            proxy,
+            target,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            before_tls=ssl_context is not None,
+        )
+        if ssl_context is None:
+            return conn
+        sock = conn.socket
+    else:
+        sock = connect_socket(target, family=family, timeout=connect_timeout)
     if ssl_context is not None:
         sock = handshake(
             sock,
