@@ -28,11 +28,12 @@ import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from . import aio, sync
+from ._stream import RECEIVE_SIZE
 from ._timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline
-from .address import Endpoint, InetEndpoint, resolve
+from .address import Endpoint, InetEndpoint, as_endpoint, resolve
 from .errors import (
     HostNotFoundError,
     ProxyAuthError,
@@ -41,6 +42,7 @@ from .errors import (
     SocketTimeoutError,
     UsageError,
     timeout_error,
+    translate_os_error,
 )
 from .framing.http_proxy import HttpConnectClient
 from .framing.socks import SocksClient
@@ -56,10 +58,12 @@ from .framing.tunnel import (
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "AsyncStream",
     "HandshakeSteps",
     "Proxy",
     "aconnect_via_proxy",
     "ahandshake",
+    "aopen_proxy_socket",
     "aopen_tunnel",
     "connect_via_proxy",
     "handshake",
@@ -93,6 +97,19 @@ class Proxy:
     password: str | None = None
     dns: DnsPolicy = "remote"
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+
+
+class AsyncStream(Protocol):
+    """What ``ahandshake`` needs of a connection (``aio.Connection`` has it)."""
+
+    peer: str
+
+    async def send_all(self, data: bytes, *, timeout: float | None) -> None: ...
+    async def receive_some(self, *, timeout: float | None) -> bytes: ...
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=AsyncStream)
 
 
 #: What ``HandshakeSteps.next`` asks of the fill loop after sending its bytes.
@@ -224,12 +241,12 @@ def handshake(
 
 
 async def ahandshake(
-    conn: aio.Connection,
+    conn: S,
     client: TunnelClient,
     *,
-    reconnect: Callable[[], Awaitable[aio.Connection]] | None = None,
+    reconnect: Callable[[], Awaitable[S]] | None = None,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> tuple[aio.Connection, TunnelOpen]:
+) -> tuple[S, TunnelOpen]:
     """The asyncio twin of ``handshake`` (same arguments, results and errors;
     the same ``HandshakeSteps``, only the I/O calls differ)."""
     deadline = Deadline(handshake_timeout)
@@ -351,6 +368,100 @@ def connect_via_proxy(
         raise
 
 
+async def _aclient(
+    kind: ProxyKind,
+    host: str,
+    port: int,
+    dns: DnsPolicy,
+    username: str | None,
+    password: str | None,
+) -> SocksClient | HttpConnectClient:
+    """``tunnel_client`` for the target as ``dns`` says, resolved in the loop's executor."""
+    target = host
+    if plan_target(host, dns).resolve_locally:
+        target = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(resolve_target, kind, host, port, dns)
+        )
+    return tunnel_client(kind, target, port, username=username, password=password)
+
+
+class _SocketStream:
+    """A connected non-blocking socket as ``ahandshake`` drives it (the loop's sock_* calls).
+
+    For callers that keep the socket afterwards (the relay makes it a
+    transport of its own), where an ``aio.Connection`` would own it.
+    """
+
+    __slots__ = ("peer", "sock")
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+
+    async def send_all(self, data: bytes, *, timeout: float | None) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_sendall(self.sock, data)
+        except TimeoutError as exc:
+            raise timeout_error("send", self.peer, timeout) from exc
+        except OSError as exc:
+            raise translate_os_error(exc, phase="send", where=self.peer) from exc
+
+    async def receive_some(self, *, timeout: float | None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.get_running_loop().sock_recv(self.sock, RECEIVE_SIZE)
+        except TimeoutError as exc:
+            raise timeout_error("receive", self.peer, timeout) from exc
+        except OSError as exc:
+            raise translate_os_error(exc, phase="receive", where=self.peer) from exc
+
+    async def aclose(self) -> None:
+        self.sock.close()
+
+
+async def aopen_proxy_socket(
+    proxy: Proxy,
+    target: Endpoint,
+    *,
+    family: int = socket.AF_UNSPEC,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+) -> tuple[socket.socket, bytes]:
+    """A non-blocking socket that is a tunnel to ``target``, and the target's first bytes.
+
+    For a caller that makes the socket a transport itself (the relay's
+    ``socks5:``/``http-connect:`` sides); ``aio.connect(proxy=)`` gives a
+    connection instead.
+
+    Raises:
+        As ``connect_via_proxy``.
+    """
+    where = _target(target)
+    assert where.host is not None
+    client = await _aclient(
+        proxy.kind, where.host, where.port, proxy.dns, proxy.username, proxy.password
+    )
+    endpoint = as_endpoint(proxy.address, default_host="127.0.0.1")
+
+    async def reconnect() -> _SocketStream:
+        try:
+            async with asyncio.timeout(connect_timeout):
+                sock = await aio.connect_socket(endpoint, family)
+        except TimeoutError as exc:
+            raise timeout_error("connect", str(endpoint), connect_timeout) from exc
+        return _SocketStream(sock, str(endpoint))
+
+    stream = await reconnect()
+    try:
+        tunnel, opened = await ahandshake(
+            stream, client, reconnect=reconnect, handshake_timeout=proxy.handshake_timeout
+        )
+    except BaseException:
+        await stream.aclose()
+        raise
+    return tunnel.sock, opened.trailing_data
+
+
 async def aconnect_via_proxy(
     proxy: Endpoint | str,
     kind: ProxyKind,
@@ -365,10 +476,7 @@ async def aconnect_via_proxy(
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> tuple[aio.Connection, TunnelOpen]:
     """The asyncio twin of ``connect_via_proxy`` (resolution runs in a thread)."""
-    target = await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(resolve_target, kind, host, port, dns)
-    )
-    client = tunnel_client(kind, target, port, username=username, password=password)
+    client = await _aclient(kind, host, port, dns, username, password)
 
     async def reconnect() -> aio.Connection:
         return await aio.connect(proxy, connect_timeout=connect_timeout, timeout=timeout)
