@@ -13,7 +13,6 @@ import re
 import socket
 
 import pytest
-
 from proxysupport import (
     MESSAGE,
     echo_target,
@@ -23,6 +22,7 @@ from proxysupport import (
     proxy_server,
     silent_target,
 )
+
 from socketkit import sync
 from socketkit.errors import ProxyAuthError, ProxyRefusedError, ProxyTargetError
 from socketkit.framing.tunnel import DnsPolicy, ProxyKind
@@ -145,9 +145,12 @@ def test_a_refused_target_is_named_in_the_reply(kind: ProxyKind, text: str) -> N
     ("kind", "text"), [(ProxyKind.SOCKS5, "TTL expired (reply 6)"), (ProxyKind.HTTP, "504")]
 )
 def test_a_target_that_never_answers_is_ttl_expired_or_504(kind: ProxyKind, text: str) -> None:
-    with silent_target() as target, proxy_server("--connect-timeout", "0.3") as (_s, port):
-        with pytest.raises(ProxyTargetError, match=re.escape(text)):
-            _through(port, kind, f"127.0.0.1:{target}")
+    with (
+        silent_target() as target,
+        proxy_server("--connect-timeout", "0.3") as (_s, port),
+        pytest.raises(ProxyTargetError, match=re.escape(text)),
+    ):
+        _through(port, kind, f"127.0.0.1:{target}")
 
 
 def test_garbage_is_one_logged_line_and_the_server_keeps_serving() -> None:
@@ -264,7 +267,8 @@ def test_bad_requests_get_their_status(
 ) -> None:
     closed = free_port()
     with http_target() as origin:
-        with proxy_server(*(a.format(origin=origin) for a in args)) as (server, port):
+        args = tuple(a.format(origin=origin) for a in args)
+        with proxy_server(*args) as (server, port):
             request = request_text.format(origin=origin, closed=closed).encode()
             assert [s for s, _ in _forward(port, request)] == [status]
             assert "Traceback" not in server.err
