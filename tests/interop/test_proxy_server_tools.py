@@ -78,8 +78,13 @@ def test_curl_forwards_several_requests_on_one_connection() -> None:
 
 @pytest.mark.parametrize(
     "mode",
-    [["--socks5-hostname", "127.0.0.1:{port}"], ["-x", "http://127.0.0.1:{port}"]],
-    ids=["socks5", "http"],
+    [
+        ["--socks5-hostname", "127.0.0.1:{port}"],
+        ["-x", "http://127.0.0.1:{port}"],
+        ["-x", "http://127.0.0.1:{port}", "--proxy-digest"],
+        ["-x", "http://127.0.0.1:{port}", "--proxy-digest", "--proxytunnel"],
+    ],
+    ids=["socks5", "http basic", "http digest", "connect digest"],
 )
 def test_curl_with_credentials_good_and_bad(mode: list[str]) -> None:
     with http_target() as origin, proxy_server("--auth", "alice:s3cret") as (_server, port):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 from socketkit.address import InetEndpoint
 from socketkit.cli._proxy import add_proxy_client_options, proxied_address, proxy_from_openbsd_args
 from socketkit.cli.proxy import credentials, open_relay_warning
-from socketkit.errors import AddressError, UsageError
-from socketkit.framing.tunnel import ProxyKind
+from socketkit.errors import AddressError, ProxyAuthError, UsageError
+from socketkit.framing.http_proxy import HttpConnectClient, HttpProxyServer
+from socketkit.framing.tunnel import ProxyKind, Reconnect, TunnelOpen, TunnelRequest
 from socketkit.proxy import DestinationPolicy, check_credentials, parse_destination_rule
 from socketkit.relay import parse_relay_address
 from socketkit.relay._proxy import proxy_spec
@@ -229,3 +231,48 @@ def test_server_credentials_and_warning() -> None:
     assert open_relay_warning("0.0.0.0", auth=True) is None
     warning = open_relay_warning(None, auth=False)
     assert warning is not None and "every interface" in warning
+
+
+# -- HTTP Digest, server side --------------------------------------------------
+
+
+def _tunnel(client: HttpConnectClient, make_server: Callable[[], HttpProxyServer]) -> object:
+    """Pass bytes between a client machine and server machines until the tunnel opens."""
+    server = make_server()
+    for _ in range(20):
+        event = client.next_event()
+        data = client.data_to_send()
+        if data:
+            server.receive_data(data)
+        if isinstance(event, TunnelOpen):
+            return event
+        if isinstance(event, Reconnect):
+            server = make_server()  # the 407 closed: a new connection
+            client.reconnected()
+            continue
+        if not server.closed and isinstance(server.next_event(), TunnelRequest):
+            server.accept()
+        client.receive_data(server.data_to_send())
+        if server.closed:
+            client.receive_data(b"")
+    raise AssertionError("no tunnel after 20 turns")
+
+
+@pytest.mark.parametrize(("password", "opens"), [("s3cret", True), ("wrong", False)])
+def test_http_digest_round_trip(password: str, opens: bool) -> None:
+    check = check_credentials("alice", "s3cret")
+
+    def make_server() -> HttpProxyServer:
+        # One secret for the server's connections, as ProxySettings keeps it.
+        return HttpProxyServer(
+            authenticate=check, digest_password=check.password_of, digest_secret=b"k" * 32
+        )
+
+    client = HttpConnectClient(
+        "example.com", 443, username="alice", password=password, preemptive_basic=False
+    )
+    if opens:
+        assert isinstance(_tunnel(client, make_server), TunnelOpen)
+    else:
+        with pytest.raises(ProxyAuthError, match="407"):
+            _tunnel(client, make_server)

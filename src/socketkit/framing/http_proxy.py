@@ -37,6 +37,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import hmac
 import http
 import ipaddress
 import secrets
@@ -252,6 +253,15 @@ def _param_value(text: str, i: int) -> tuple[str, int]:
     while i < n and text[i] not in " \t,":
         i += 1
     return text[start:i], i
+
+
+def _digest_uris(target: str) -> tuple[str, ...]:
+    """The ``uri`` a Digest answer may name for ``target``: the target itself, or
+    (as curl sends for an absolute-form target) its path and query."""
+    if "://" not in target:
+        return (target,)
+    parts = urlsplit(target)
+    return (target, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
 
 
 #: RFC 7616 section 6.1's algorithm names -> hashlib's.
@@ -635,6 +645,15 @@ class HttpProxyServer:
         forward: serve absolute-URI requests; if False they get 405.
         max_head_size: the longest request head, in bytes (else 431).
         max_body_size: the longest forwarded body, in bytes (else 413).
+        digest_password: the password of a user, or None for no such user;
+            if given (with ``authenticate``), Digest credentials (RFC 7616,
+            SHA-256 or MD5, qop=auth) are accepted too and offered first.
+        digest_secret: the key of this server's Digest nonces (random if None).
+
+    Digest nonces are ``random.HMAC(secret, random)``: any nonce this server
+    made is recognised without keeping state (and without a clock, so they
+    do not expire: a captured answer can be replayed for the same request
+    line, as with Basic).
     """
 
     def __init__(
@@ -645,8 +664,12 @@ class HttpProxyServer:
         forward: bool = True,
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        digest_password: Callable[[str], str | None] | None = None,
+        digest_secret: bytes | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._digest_password = digest_password
+        self._digest_secret = digest_secret or secrets.token_bytes(32)
         self._realm = realm
         self._forward = forward
         self._max_body_size = max_body_size
@@ -828,11 +851,75 @@ class HttpProxyServer:
         self._error_response(400, text)
         return ProxyRequestError(f"bad HTTP proxy request: {text}")
 
+    def _nonce_mac(self, salt: str) -> str:
+        return hmac.new(self._digest_secret, salt.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _new_nonce(self) -> str:
+        salt = secrets.token_hex(16)
+        return f"{salt}.{self._nonce_mac(salt)}"
+
+    def _challenges(self) -> Headers:
+        realm = _quote(self._realm)
+        headers: Headers = []
+        if self._digest_password is not None:
+            nonce = _quote(self._new_nonce())
+            for algorithm in ("SHA-256", "MD5"):
+                headers.append(
+                    (
+                        b"Proxy-Authenticate",
+                        f'Digest realm={realm}, qop="auth", algorithm={algorithm}, '
+                        f"nonce={nonce}".encode(),
+                    )
+                )
+        headers.append((b"Proxy-Authenticate", f'Basic realm={realm}, charset="UTF-8"'.encode()))
+        return headers
+
+    def _check_digest(self, request: h11.Request, value: bytes) -> tuple[bool, str | None]:
+        """Digest credentials (RFC 7616 section 3.4) against ``digest_password``."""
+        assert self._digest_password is not None
+        try:
+            params = parse_challenges([value])[0][1]
+        except (ValueError, IndexError):
+            return False, None
+        user, nonce = params.get("username"), params.get("nonce", "")
+        salt, _, mac = nonce.partition(".")
+        if (
+            user is None
+            or params.get("realm") != self._realm
+            or params.get("uri") not in _digest_uris(request.target.decode("ascii"))
+            or not hmac.compare_digest(mac, self._nonce_mac(salt))
+        ):
+            return False, user
+        password = self._digest_password(user)
+        if password is None:
+            return False, user
+        try:
+            expected = digest_response(
+                {
+                    "realm": self._realm,
+                    "nonce": nonce,
+                    "qop": params.get("qop", ""),
+                    "algorithm": params.get("algorithm", "MD5"),
+                },
+                username=user,
+                password=password,
+                method=request.method.decode("ascii"),
+                uri=params["uri"],
+                cnonce=params.get("cnonce", ""),
+                nc=int(params.get("nc", "1"), 16),
+            )
+        except ValueError:
+            return False, user
+        wanted = parse_challenges([expected.encode()])[0][1]["response"]
+        return hmac.compare_digest(wanted, params.get("response", "")), user
+
     def _check_auth(self, request: h11.Request) -> tuple[bool, str | None]:
         if self._authenticate is None:
             return True, None
         for value in _header(request.headers, b"proxy-authorization"):
             scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"digest" and self._digest_password is not None:
+                return self._check_digest(request, value)
             if scheme.lower() != b"basic":
                 continue
             try:
@@ -871,9 +958,8 @@ class HttpProxyServer:
                 raise self._bad_request(str(exc)) from None
         allowed, user = self._check_auth(request)
         if not allowed:
-            challenge = f'Basic realm={_quote(self._realm)}, charset="UTF-8"'.encode()
             words = "credentials missing" if user is None else f"wrong credentials for {user!r}"
-            return self._reject(407, words, [(b"Proxy-Authenticate", challenge)])
+            return self._reject(407, words, self._challenges())
         if connect:
             return TunnelRequest(ProxyKind.HTTP, host, port, user)
         lengths = _header(request.headers, b"content-length")

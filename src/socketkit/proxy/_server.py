@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ __all__ = [
     "DEFAULT_PROXY_CONNECT_TIMEOUT",
     "DEFAULT_PROXY_HANDSHAKE_TIMEOUT",
     "DEFAULT_PROXY_PORT",
+    "Credentials",
     "ProxyProtocol",
     "ProxySettings",
     "check_credentials",
@@ -97,20 +99,33 @@ Authenticate = Callable[[str, str], bool]
 MachineType = SocksServer | HttpProxyServer
 
 
-def check_credentials(username: str, password: str) -> Authenticate:
-    """A credential check accepting exactly ``username`` and ``password``.
+class Credentials:
+    """One user name and password a proxy accepts.
 
-    Compared in constant time (``hmac.compare_digest``), both always, so the
-    time taken says nothing about which one was wrong.
+    Calling it checks a pair in constant time (``hmac.compare_digest``, both
+    always, so the time taken says nothing about which one was wrong);
+    ``password_of`` serves HTTP Digest, which needs the password itself.
     """
-    user_bytes, password_bytes = username.encode(), password.encode()
 
-    def authenticate(user: str, given: str) -> bool:
-        user_ok = hmac.compare_digest(user.encode(), user_bytes)
-        password_ok = hmac.compare_digest(given.encode(), password_bytes)
+    __slots__ = ("_password", "_user")
+
+    def __init__(self, username: str, password: str) -> None:
+        self._user = username
+        self._password = password
+
+    def __call__(self, user: str, given: str) -> bool:
+        user_ok = hmac.compare_digest(user.encode(), self._user.encode())
+        password_ok = hmac.compare_digest(given.encode(), self._password.encode())
         return user_ok and password_ok
 
-    return authenticate
+    def password_of(self, user: str) -> str | None:
+        """The password of ``user``, or None for a user we do not know."""
+        return self._password if hmac.compare_digest(user.encode(), self._user.encode()) else None
+
+
+def check_credentials(username: str, password: str) -> Credentials:
+    """The check accepting exactly ``username`` and ``password`` (see ``Credentials``)."""
+    return Credentials(username, password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +135,7 @@ class ProxySettings:
     Attributes:
         authenticate: if set, clients must give credentials it accepts
             (SOCKS5 RFC 1929, HTTP Basic); SOCKS4 clients are then refused.
+            A ``Credentials`` also serves HTTP Digest (RFC 7616).
         policy: which targets may be reached (``--allow-dest``/``--deny-dest``).
         connect_timeout: seconds to connect to a target.
         handshake_timeout: seconds for a client to finish its handshake.
@@ -135,12 +151,19 @@ class ProxySettings:
     family: int = socket.AF_UNSPEC
     forward: bool = True
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    #: The key of HTTP Digest nonces, one per server so that a nonce from a
+    #: 407 is recognised on the client's next connection.
+    digest_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def machine(self, kind: ProxyKind) -> MachineType:
         """A fresh server machine for a client speaking ``kind``."""
         if kind is ProxyKind.HTTP:
+            check = self.authenticate
+            digest = check.password_of if isinstance(check, Credentials) else None
             return HttpProxyServer(
                 authenticate=self.authenticate,
+                digest_password=digest,
+                digest_secret=self.digest_secret,
                 forward=self.forward,
                 max_body_size=self.max_body_size,
             )
