@@ -53,8 +53,7 @@ def add_proxy_client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--proxy-auth",
         metavar="USER:PASS",
-        help="credentials for the proxy (SOCKS5 RFC 1929, HTTP Basic or Digest; "
-        "SOCKS4: USER only)",
+        help="credentials for the proxy (SOCKS5 RFC 1929, HTTP Basic or Digest; SOCKS4: USER only)",
     )
     group.add_argument(
         "--proxy-dns",
@@ -105,9 +104,7 @@ def proxied_address(args: argparse.Namespace, target: InetEndpoint) -> RelayAddr
         proxy_type = "socks5" if args.proxy_openbsd is not None else "http"
     kind = _KINDS[proxy_type]
     try:
-        endpoint = parse_endpoint(
-            args.proxy, default_host=None, default_port=_DEFAULT_PORTS[kind]
-        )
+        endpoint = parse_endpoint(args.proxy, default_host=None, default_port=_DEFAULT_PORTS[kind])
     except AddressError as exc:
         raise UsageError(f"--proxy: {exc}") from exc
     if isinstance(endpoint, UnixEndpoint) or endpoint.host is None:

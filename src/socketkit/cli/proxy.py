@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from typing import Any
 
 from ..address import InetEndpoint
 from ..errors import AddressError, UsageError
@@ -37,7 +38,13 @@ from ._common import (
 from ._tls import add_tls_arguments, context_from_args
 from .servers import accept_filter, add_engine_options, engine_limits, server_log
 
-__all__ = ["add_parsers", "credentials", "destination_policy", "open_relay_warning"]
+__all__ = [
+    "add_parsers",
+    "credentials",
+    "destination_policy",
+    "open_relay_warning",
+    "serve_proxy",
+]
 
 #: The address ``socketkit proxy`` binds unless told otherwise: loopback only.
 DEFAULT_PROXY_HOST = "127.0.0.1"
@@ -145,8 +152,26 @@ def open_relay_warning(host: str | None, auth: bool) -> str | None:
     )
 
 
+def serve_proxy(
+    endpoint: InetEndpoint, settings: ProxySettings, log: ServerLog, **engine: Any
+) -> int:
+    """Serve the proxy at ``endpoint`` until a signal: ``socketkit proxy`` and
+    ``socketkit relay proxy-listen:...`` both end here.
+
+    Args:
+        engine: the remaining ``ServerConfig`` fields (limits, workers, ...).
+    """
+    config = ServerConfig(endpoint=endpoint, service=proxy_service(settings), **engine)
+    warning = open_relay_warning(endpoint.host, settings.authenticate is not None)
+    if warning is not None:
+        log.warning(warning)
+    run_stream_server(config, log)
+    return 0
+
+
 def run_proxy(args: argparse.Namespace, env: Env) -> int:
     endpoint, family = server_endpoint(args)
+    assert isinstance(endpoint, InetEndpoint)
     pair = credentials(args.auth)
     settings = ProxySettings(
         authenticate=check_credentials(*pair) if pair else None,
@@ -154,22 +179,15 @@ def run_proxy(args: argparse.Namespace, env: Env) -> int:
         connect_timeout=args.connect_timeout,
         forward=not args.no_forward,
     )
-    config = ServerConfig(
-        endpoint=endpoint,
+    return serve_proxy(
+        endpoint,
+        settings,
+        server_log(args, env),
         family=family,
-        service=proxy_service(settings),
         backlog=args.backlog,
         workers=args.workers,
         proxy_protocol=args.proxy_protocol,
         limits=engine_limits(args),
-        summary=True,
         accept_filter=accept_filter(args),
         ssl_context=context_from_args(args, "server"),
     )
-    log: ServerLog = server_log(args, env)
-    assert isinstance(endpoint, InetEndpoint)
-    warning = open_relay_warning(endpoint.host, pair is not None)
-    if warning is not None:
-        log.warning(warning)
-    run_stream_server(config, log)
-    return 0
