@@ -163,6 +163,14 @@ def test_garbage_is_one_logged_line_and_the_server_keeps_serving() -> None:
         assert "Traceback" not in server.err
 
 
+def test_a_client_that_stalls_mid_handshake_is_dropped() -> None:
+    with proxy_server("--request-timeout", "0.3") as (server, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as slow:
+            slow.sendall(b"\x05\x01")  # half a SOCKS5 greeting, then nothing
+            assert slow.recv(16) == b""
+        server.search(r"closed: no complete proxy request within 0\.3 s", "err")
+
+
 def test_descriptors_come_back_after_tunnels() -> None:
     with echo_target() as target, proxy_server() as (server, port):
         assert _through(port, ProxyKind.SOCKS5, f"127.0.0.1:{target}") == MESSAGE

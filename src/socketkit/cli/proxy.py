@@ -20,6 +20,7 @@ from ..address import InetEndpoint
 from ..errors import AddressError, UsageError
 from ..proxy import (
     DEFAULT_PROXY_CONNECT_TIMEOUT,
+    DEFAULT_PROXY_HANDSHAKE_TIMEOUT,
     DEFAULT_PROXY_PORT,
     DestinationPolicy,
     ProxySettings,
@@ -97,6 +98,14 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds to connect to a target (default {DEFAULT_PROXY_CONNECT_TIMEOUT:g}); "
         "then SOCKS5 answers TTL expired, HTTP 504",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        default=DEFAULT_PROXY_HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help="seconds a client has for its handshake, and a keep-alive HTTP client for its "
+        f"next request (default {DEFAULT_PROXY_HANDSHAKE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--no-forward",
@@ -177,6 +186,7 @@ def run_proxy(args: argparse.Namespace, env: Env) -> int:
         authenticate=check_credentials(*pair) if pair else None,
         policy=destination_policy(args.allow_dest, args.deny_dest),
         connect_timeout=args.connect_timeout,
+        handshake_timeout=args.request_timeout,
         forward=not args.no_forward,
     )
     return serve_proxy(

@@ -105,9 +105,12 @@ class Forwarding(asyncio.Protocol):
         self._write(self._send(h11.Data(data=data)))
 
     def end_request(self) -> None:
-        """The request is complete: now wait for the answer."""
+        """The request is complete: now wait for the answer (reading no more
+        from the client meanwhile, so a pipelining client cannot fill memory)."""
         self.reading_request = False
         self._write(self._send(h11.EndOfMessage()))
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None:

@@ -259,6 +259,10 @@ class ProxyProtocol(ConnectionProtocol):
     # -- engine callbacks --------------------------------------------------
 
     def started(self) -> None:
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """A client has ``handshake_timeout`` for its handshake (or its next request)."""
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.settings.handshake_timeout, self._handshake_expired)
 
@@ -281,7 +285,8 @@ class ProxyProtocol(ConnectionProtocol):
         if self._machine is not None and self._opening is None:
             self._machine.receive_data(b"")
             self.drive()
-        return None
+        # A forwarded answer still on its way needs the write side.
+        return True if self._forwarding is not None else None
 
     def writable(self) -> None:
         if self._upstream is not None:
@@ -316,7 +321,7 @@ class ProxyProtocol(ConnectionProtocol):
 
     def _handshake_expired(self) -> None:
         self._timer = None
-        self.abort(f"proxy handshake not finished after {self.settings.handshake_timeout:g} s")
+        self.abort(f"no complete proxy request within {self.settings.handshake_timeout:g} s")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -454,6 +459,7 @@ class ProxyProtocol(ConnectionProtocol):
             self.close()
             return
         if self.transport is not None:
+            self._arm_timer()
             self.transport.resume_reading()
             self.drive()
 
