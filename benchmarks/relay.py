@@ -1,33 +1,47 @@
-"""Relay throughput: socketkit relay vs socat (default and -b 65536) vs ncat, in one run.
+"""Relays side by side: socketkit relay vs an asyncio+uvloop relay vs socat, in one run.
 
-Path: load generator (``bulk``: 1 GiB written and read back concurrently on one
-connection) -> relay under test -> C epoll echo server, so the relay carries
-1 GiB each way. The load generator and the echo server share one core, the
-relay gets the other (pinned with taskset when there are two or more CPUs;
-with three or more the echo server gets a third). The ``direct`` row is the
-same load with no relay at all: the ceiling on this machine.
+Path: load generator -> relay under test -> C epoll echo server. The relay gets
+one core, the load generator and the echo server share the other (pinned with
+taskset when there are two or more CPUs; with three or more the echo server
+gets a third). The ``direct`` row is the same load with no relay at all: the
+ceiling on this machine.
+
+Scenarios (:data:`RELAY_SCENARIOS`, kind ``relay``; :data:`MODES` says how each
+is measured):
+
+* ``relay-echo64-c100``, ``relay-echo64-c1000``: 64 B echo through the relay,
+  one request in flight per connection; req/s, and fairness: the note says
+  how many connections completed no request while counting (must be none).
+* ``relay-idle-5000``: 5000 relayed connections (10,000 sockets in the
+  relay) that each echoed one byte and then sit idle; the relay's RSS
+  growth per connection (whole process group, VmRSS), then one more echo on
+  every connection, whose slowest round trip is in the note.
+* ``relay-bulk-1g``: 1 GiB each way on one connection, written and read
+  concurrently; MiB/s.
 
 Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
 
-* ``socketkit``           ``socketkit relay tcp-listen:P,fork tcp:127.0.0.1:Q`` (the default
-                          path: 256 KiB user-space buffers)
-* ``socketkit-splice``    the same with ``--splice`` (splice(2) through a pipe, Linux)
-* ``socat``               ``socat TCP-LISTEN:P,reuseaddr,fork TCP:127.0.0.1:Q``
-* ``socat-b64k``          the same with ``-b 65536``
-* ``ncat``                ``ncat -l -k 127.0.0.1 P --sh-exec 'ncat 127.0.0.1 Q'``
+* ``direct``       no relay (the load goes to the echo server itself)
+* ``socketkit``    ``socketkit relay tcp-listen:P,fork tcp:127.0.0.1:Q``
+* ``uvloop``       ``servers/asyncio_relay.py``: asyncio Protocols on uvloop,
+                   flow control and half-close (the reference relay)
+* ``socat-b64k``   ``socat -b 65536 TCP-LISTEN:P,reuseaddr,fork TCP:127.0.0.1:Q``
+* ``socat``        the same with socat's default 8 KiB buffer (bulk only)
+* ``ncat``         ``ncat -l -k P --sh-exec 'ncat 127.0.0.1 Q'`` (only when asked for with
+                   ``--relay ncat``: with 1 GiB flowing both ways at once its blocking
+                   loop stalls, and the run fails after 30 s without progress)
+
+In the table, ``vs C`` is the ratio to ``direct`` and ``vs uvloop`` to the
+reference relay; bulk also shows the ratio to ``socat-b64k`` in the note.
 
 socat and ncat cannot announce a port chosen by the OS, so every relay gets a
 free port picked here and is ready when a connect succeeds (a retry loop with
 a deadline). Every process is started in its own session and ended by its
 process-group id (``procs.end_process``).
 
-Also measured: the relay's peak resident memory (VmHWM, whole process group).
-Ratios are taken against ``socat-b64k`` (and ``socat``) and written in the
-note column.
-
-Run: ``python -m benchmarks.relay`` (``--quick`` for 64 MiB, ``--runs N``); or,
-once the runner dispatches ``kind == "relay"`` to :func:`bench_relays`,
-``python -m benchmarks --scenario relay``.
+Run: ``python -m benchmarks --scenario relay`` (with the others by default),
+or alone: ``python -m benchmarks.relay`` (``--quick``, ``--runs N``,
+``--scenario NAME``, ``--relay NAME``).
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -47,17 +62,44 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import (
+    IdleClients,
     ServerProcess,
     Unavailable,
     child_env,
     end_process,
     group_status_kib,
     pinned,
+    raise_nofile_limit,
     run_loadgen,
 )
-from benchmarks.registry import BIN_DIR, GiB, MiB, Scenario
+from benchmarks.registry import BIN_DIR, SERVERS_DIR, GiB, MiB, Scenario
 
 RELAY_SCENARIOS: list[Scenario] = [
+    Scenario(
+        "relay-echo64-c100",
+        "relay",
+        "tcp",
+        "64 B echo through the relay, 100 connections, 1 in flight each",
+        {"conns": 100, "size": 64, "depth": 1},
+    ),
+    Scenario(
+        "relay-echo64-c1000",
+        "relay",
+        "tcp",
+        "64 B echo through the relay, 1000 connections, 1 in flight each",
+        {"conns": 1000, "size": 64, "depth": 1},
+    ),
+    Scenario(
+        "relay-idle-5000",
+        "relay",
+        "tcp",
+        "5000 relayed connections held idle (10,000 sockets): relay RSS per connection",
+        {"conns": 5000},
+        {"conns": 1000},
+        metric="KiB_per_conn",
+        unit="KiB/conn",
+        higher_is_better=False,
+    ),
     Scenario(
         "relay-bulk-1g",
         "relay",
@@ -69,18 +111,33 @@ RELAY_SCENARIOS: list[Scenario] = [
         unit="MiB/s",
     ),
 ]
+#: scenario -> how it is measured (the load generator's mode).
+MODES = {
+    "relay-echo64-c100": "echo",
+    "relay-echo64-c1000": "echo",
+    "relay-idle-5000": "idle",
+    "relay-bulk-1g": "bulk",
+}
 
 
-def _socketkit(*extra: str) -> Callable[[int, int], list[str]]:
+def _socketkit(listen: int, target: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "socketkit",
+        "relay",
+        f"tcp-listen:127.0.0.1:{listen},fork",
+        f"tcp:127.0.0.1:{target}",
+    ]
+
+
+def _socat(*extra: str) -> Callable[[int, int], list[str]]:
     def build(listen: int, target: int) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "socketkit",
-            "relay",
+            "socat",
             *extra,
-            f"tcp-listen:127.0.0.1:{listen},fork",
-            f"tcp:127.0.0.1:{target}",
+            f"TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork,backlog=4096",
+            f"TCP:127.0.0.1:{target}",
         ]
 
     return build
@@ -89,20 +146,17 @@ def _socketkit(*extra: str) -> Callable[[int, int], list[str]]:
 # relay name -> (listen_port, target_port) -> command line
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     "direct": lambda listen, target: [],
-    "socketkit": _socketkit(),
-    "socketkit-splice": _socketkit("--splice"),
-    "socat": lambda listen, target: [
-        "socat",
-        f"TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork",
-        f"TCP:127.0.0.1:{target}",
+    "socketkit": _socketkit,
+    "uvloop": lambda listen, target: [
+        sys.executable,
+        str(SERVERS_DIR / "asyncio_relay.py"),
+        "--port",
+        str(listen),
+        "--target-port",
+        str(target),
     ],
-    "socat-b64k": lambda listen, target: [
-        "socat",
-        "-b",
-        "65536",
-        f"TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork",
-        f"TCP:127.0.0.1:{target}",
-    ],
+    "socat-b64k": _socat("-b", "65536"),
+    "socat": _socat(),
     "ncat": lambda listen, target: [
         "ncat",
         "-l",
@@ -113,7 +167,18 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
         f"exec ncat 127.0.0.1 {target}",
     ],
 }
-REFERENCES = ("socat-b64k", "socat")
+#: Which contenders run which measurement (a process per connection is no
+#: contender for 1000 echo connections or 5000 idle ones).
+CONTENDERS = {
+    "echo": ("direct", "socketkit", "uvloop", "socat-b64k"),
+    "idle": ("socketkit", "uvloop", "socat-b64k"),
+    "bulk": ("direct", "socketkit", "uvloop", "socat-b64k", "socat", "ncat"),
+}
+#: Contenders that run only when named (``--relay``).
+ASKED_ONLY = ("ncat",)
+#: Idle connections held by socat (a process each) are capped at this many.
+SOCAT_IDLE_MAX = 1000
+DIRECT, REFERENCE, SOCAT = "direct", "uvloop", "socat-b64k"
 
 
 def _free_port() -> int:
@@ -131,7 +196,55 @@ def _wait_connectable(port: int, proc: subprocess.Popen[bytes], timeout: float =
             raise Unavailable(f"relay exited with status {proc.returncode} before listening")
         if time.monotonic() > deadline:
             raise Unavailable(f"relay not accepting on port {port} within {timeout:.0f} s")
-        time.sleep(0.02)
+        time.sleep(0.02)  # the retry interval of a connect loop, not a synchronisation
+
+
+def _settled_rss(pgid: int, limit: float = 3.0) -> int:
+    """Group RSS once it stops moving (two samples 100 ms apart within 0.5 %)."""
+    prev = group_status_kib(pgid, "VmRSS")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # sampling interval
+        cur = group_status_kib(pgid, "VmRSS")
+        if abs(cur - prev) <= max(8, prev // 200):
+            return cur
+        prev = cur
+    return prev
+
+
+def _echo_held(clients: IdleClients, timeout: float) -> dict[str, Any]:
+    """Ask the idle load generator for one more echo on every held connection."""
+    assert clients.proc.stdin is not None and clients.proc.stdout is not None
+    clients.proc.stdin.write(b"echo\n")
+    clients.proc.stdin.flush()
+    ready, _, _ = select.select([clients.proc.stdout], [], [], timeout)
+    if not ready:
+        raise RuntimeError(f"no answer to the echo on the held connections within {timeout:.0f} s")
+    line = clients.proc.stdout.readline().decode("utf-8", "replace").strip()
+    if not line.startswith("echoed "):
+        raise RuntimeError(f"unexpected answer from the load generator: {line!r}")
+    return dict(json.loads(line[len("echoed ") :]))
+
+
+def _run_idle(cmd: list[str], relay_pgid: int, loadgen_cpu: int | None) -> dict[str, Any]:
+    before = _settled_rss(relay_pgid)
+    clients = IdleClients(cmd, loadgen_cpu)
+    try:
+        ready = clients.wait_ready(timeout=180)
+        held = int(ready.get("echoed", 0))
+        if held < int(ready.get("connections", 0)) or ready.get("errors"):
+            raise RuntimeError(f"only {held} of {ready.get('connections')} connections relayed")
+        after = _settled_rss(relay_pgid)
+        echoed = _echo_held(clients, timeout=30)
+    finally:
+        clients.close()
+    return {
+        **ready,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "KiB_per_conn": (after - before) / held,
+        "echo_all": echoed,
+    }
 
 
 def run_relay(
@@ -139,17 +252,23 @@ def run_relay(
     relay_name: str,
     *,
     quick: bool = False,
+    duration: float = 5.0,
+    warmup: float = 1.0,
     relay_cpu: int | None = None,
     loadgen_cpu: int | None = None,
     echo_cpu: int | None = None,
 ) -> dict[str, Any]:
-    """One run: echo server, relay, load generator; the load generator's JSON plus the relay's RSS."""
-    params = scenario.effective(quick)
+    """One run: echo server, relay, load generator; the load generator's JSON plus the
+    relay's peak RSS (VmHWM, whole process group)."""
+    mode = MODES[scenario.name]
+    params = dict(scenario.effective(quick))
+    if mode == "idle" and relay_name.startswith("socat"):
+        params["conns"] = min(params["conns"], SOCAT_IDLE_MAX)
     with ServerProcess([str(BIN_DIR / "echo_server"), "--tcp", "0"], echo_cpu) as echo:
         argv = RELAYS[relay_name](0, 0)
-        if not argv:
-            port, proc = echo.port, None
-        else:
+        proc = None
+        port = echo.port
+        if argv:
             port = _free_port()
             argv = RELAYS[relay_name](port, echo.port)
             if shutil.which(argv[0]) is None:
@@ -165,18 +284,52 @@ def run_relay(
         try:
             if proc is not None:
                 _wait_connectable(port, proc)
-            cmd = [str(BIN_DIR / "loadgen"), "bulk", "--port", str(port)]
-            cmd += ["--bytes", str(params["bytes"])]
-            result = run_loadgen(cmd, loadgen_cpu, timeout=900)
+            cmd = [str(BIN_DIR / "loadgen"), mode, "--port", str(port)]
+            for key, value in params.items():
+                cmd += [f"--{key}", str(value)]
+            if mode == "echo":
+                cmd += ["--duration", str(duration), "--warmup", str(warmup)]
+                result = run_loadgen(cmd, loadgen_cpu, timeout=duration + warmup + 120)
+            elif mode == "idle":
+                assert proc is not None
+                result = _run_idle(cmd, proc.pid, loadgen_cpu)
+            else:
+                result = run_loadgen(cmd, loadgen_cpu, timeout=900)
             if proc is not None:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"relay exited during the run (status {proc.returncode})")
                 result["relay_peak_rss_kib"] = group_status_kib(proc.pid, "VmHWM")
                 result["relay_command"] = " ".join(argv)
         finally:
             if proc is not None:
                 end_process(proc)
-    if result.get("error") or result.get("verify_failures") or result.get("errors"):
-        raise RuntimeError(f"load generator saw errors: {result}")
+    problems = [
+        k for k in ("error", "verify_failures", "errors", "connect_failures") if result.get(k)
+    ]
+    if problems:
+        raise RuntimeError(f"load generator saw {', '.join(problems)}: {result}")
     return result
+
+
+def _note(mode: str, entry: dict[str, Any]) -> str:
+    parts = []
+    runs = entry["runs"]
+    if mode == "echo":
+        starved = max(int(r.get("conns_without_replies", 0)) for r in runs)
+        conns = runs[0].get("connected", 0)
+        parts.append(
+            f"all {conns} conns served" if starved == 0 else f"{starved} conns got no reply"
+        )
+        parts.append(f"min {min(int(r.get('min_conn_requests', 0)) for r in runs)} req/conn")
+    elif mode == "idle":
+        slowest = max(float(r["echo_all"]["seconds"]) for r in runs)
+        echoed = min(int(r["echo_all"]["echoed"]) for r in runs)
+        parts.append(f"{runs[0]['echoed']} conns, echo on each in {slowest:.2f} s ({echoed} ok)")
+    if f"vs_{SOCAT}" in entry and mode == "bulk":
+        parts.append(f"{entry[f'vs_{SOCAT}']:.2f}x {SOCAT}")
+    if "relay_peak_rss_kib" in entry and mode != "idle":
+        parts.append(f"peak RSS {entry['relay_peak_rss_kib'] / 1024:.0f} MiB")
+    return ", ".join(parts)
 
 
 def bench_relays(
@@ -184,16 +337,20 @@ def bench_relays(
     *,
     runs: int,
     quick: bool = False,
+    duration: float = 5.0,
+    warmup: float = 1.0,
     relay_cpu: int | None = None,
     loadgen_cpu: int | None = None,
     names: list[str] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
 ) -> dict[str, dict[str, Any]]:
-    """Every relay, ``runs`` times, interleaved (run 1 of each, then run 2, ...) so that
-    a noisy machine affects them alike; entries shaped like the runner's."""
+    """Every contender of the scenario, ``runs`` times, interleaved (run 1 of each, then
+    run 2, ...) so that a noisy machine affects them alike; entries shaped like the runner's."""
+    mode = MODES[scenario.name]
     cpus = sorted(os.sched_getaffinity(0))
     echo_cpu = cpus[2] if len(cpus) > 2 and relay_cpu is not None else loadgen_cpu
-    names = names or list(RELAYS)
+    default = [n for n in CONTENDERS[mode] if n not in ASKED_ONLY]
+    names = [n for n in (names or default) if n in CONTENDERS[mode]]
     entries: dict[str, dict[str, Any]] = {
         n: {"server": n, "label": n, "runs": [], "failures": []} for n in names
     }
@@ -208,6 +365,8 @@ def bench_relays(
                     scenario,
                     name,
                     quick=quick,
+                    duration=duration,
+                    warmup=warmup,
                     relay_cpu=relay_cpu,
                     loadgen_cpu=loadgen_cpu,
                     echo_cpu=echo_cpu,
@@ -221,9 +380,9 @@ def bench_relays(
                 log(f"{tag}: FAILED ({exc})")
                 continue
             entry["runs"].append(result)
-            log(f"{tag}: {result['MiB_per_s']:.0f} MiB/s")
+            log(f"{tag}: {result[scenario.metric]:,.2f} {scenario.unit}")
     for entry in entries.values():
-        values = [float(r["MiB_per_s"]) for r in entry["runs"]]
+        values = [float(r[scenario.metric]) for r in entry["runs"]]
         if entry.get("status") == "unavailable":
             continue
         if not values:
@@ -233,57 +392,70 @@ def bench_relays(
         rss = [r["relay_peak_rss_kib"] for r in entry["runs"] if "relay_peak_rss_kib" in r]
         if rss:
             entry["relay_peak_rss_kib"] = max(rss)
-    notes = []
-    for ref in REFERENCES:
+        lat = [r["latency_us"] for r in entry["runs"] if "latency_us" in r]
+        if lat:
+            entry["latency_us"] = {k: statistics.median(x[k] for x in lat) for k in lat[0]}
+    for ref, key in ((DIRECT, "vs_c"), (REFERENCE, "vs_uvloop"), (SOCAT, f"vs_{SOCAT}")):
         ref_entry = entries.get(ref, {})
         if ref_entry.get("status") == "ok":
             for entry in entries.values():
                 if entry.get("status") == "ok":
-                    entry[f"vs_{ref}"] = entry["median"] / ref_entry["median"]
-            notes.append(ref)
+                    entry[key] = entry["median"] / ref_entry["median"]
     for entry in entries.values():
         if entry.get("status") == "ok":
-            parts = [f"{entry[f'vs_{r}']:.2f}x {r}" for r in notes]
-            if "relay_peak_rss_kib" in entry:
-                parts.append(f"peak RSS {entry['relay_peak_rss_kib'] / 1024:.0f} MiB")
-            entry["reason"] = ", ".join(parts)
+            note = _note(mode, entry)
+            if entry["failures"]:
+                note += f"; {len(entry['failures'])} of {runs} runs failed: {entry['failures'][0]}"
+            entry["reason"] = note
     return entries
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="64 MiB instead of 1 GiB, 1 run")
+    p.add_argument("--quick", action="store_true", help="1 run, 1 s, 64 MiB, 1000 idle")
     p.add_argument("--runs", type=int, help="runs per relay (default 3; quick 1)")
+    p.add_argument("--duration", type=float, help="measured seconds per echo run (default 5)")
+    p.add_argument("--scenario", action="append", choices=list(MODES), help="scenarios to run")
     p.add_argument("--relay", action="append", choices=list(RELAYS), help="relays to run")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
     subprocess.run(["make", "-C", str(BIN_DIR.parent / "c")], capture_output=True, check=False)
+    raise_nofile_limit()
     cpus = sorted(os.sched_getaffinity(0))
     relay_cpu = loadgen_cpu = None
     if not args.no_pin and shutil.which("taskset") and len(cpus) >= 2:
         loadgen_cpu, relay_cpu = cpus[0], cpus[1]
-    sc = RELAY_SCENARIOS[0]
     runs = args.runs or (1 if args.quick else 3)
-    entries = bench_relays(
-        sc,
-        runs=runs,
-        quick=args.quick,
-        relay_cpu=relay_cpu,
-        loadgen_cpu=loadgen_cpu,
-        names=args.relay,
-    )
-    size = sc.effective(args.quick)["bytes"] // MiB
-    print(f"relay throughput: {size} MiB each way, median of {runs} run(s)")
-    print(f"{'relay':20} {'MiB/s':>8} {'runs':>22}  note")
-    for name, e in entries.items():
-        if e.get("status") == "ok":
-            vals = "/".join(f"{v:.0f}" for v in e["values"])
-            print(f"{name:20} {e['median']:8.0f} {vals:>22}  {e.get('reason', '')}")
-        else:
-            print(f"{name:20} {e.get('status', '?'):>8} {'':>22}  {e.get('reason', '')}")
+    duration = args.duration or (1.0 if args.quick else 5.0)
+    results = {}
+    for sc in RELAY_SCENARIOS:
+        if args.scenario and sc.name not in args.scenario:
+            continue
+        entries = bench_relays(
+            sc,
+            runs=runs,
+            quick=args.quick,
+            duration=duration,
+            warmup=0.25 if args.quick else 1.0,
+            relay_cpu=relay_cpu,
+            loadgen_cpu=loadgen_cpu,
+            names=args.relay,
+        )
+        results[sc.name] = entries
+        print(f"{sc.name}: {sc.description}; median of {runs} run(s), {sc.unit}")
+        print(f"  {'relay':12} {'median':>10} {'vs direct':>9} {'vs uvloop':>9}  note")
+        for name, e in entries.items():
+            if e.get("status") == "ok":
+                ratios = [f"{e[k]:.2f}x" if k in e else "-" for k in ("vs_c", "vs_uvloop")]
+                print(
+                    f"  {name:12} {e['median']:10,.2f} {ratios[0]:>9} {ratios[1]:>9}"
+                    f"  {e.get('reason', '')}"
+                )
+            else:
+                print(f"  {name:12} {e.get('status', '?'):>10}  {e.get('reason', '')}")
     if args.json:
-        args.json.write_text(json.dumps({"scenario": sc.name, "results": entries}, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -263,6 +263,8 @@ def bench_relay_scenario(sc: Scenario, st: Settings, sc_result: dict[str, Any]) 
             sc,
             runs=st.runs,
             quick=st.quick,
+            duration=st.duration,
+            warmup=st.warmup,
             relay_cpu=st.server_cpu,
             loadgen_cpu=st.loadgen_cpu,
             log=log,

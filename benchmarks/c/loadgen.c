@@ -18,7 +18,12 @@
  *         (lost datagrams are counted, not fatal).
  *   idle  --conns N      open N connections, echo one byte on each, print
  *         "ready {json}" when all are up, hold them until stdin reaches EOF or
- *         SIGTERM/SIGINT arrives, then close them.
+ *         SIGTERM/SIGINT arrives, then close them.  Each line on stdin meanwhile
+ *         echoes one more byte on every held connection and prints
+ *         "echoed {json}" (how many came back, how long the slowest took).
+ *
+ * Echo results include fairness: "conns_without_replies" (live connections
+ * that completed no request while counting) and "min_conn_requests".
  *
  * Results: one JSON object on stdout (for idle: the "ready" line, then the
  * JSON object at exit).  Exit status 0 unless the arguments are wrong or the
@@ -163,6 +168,7 @@ struct conn {
     uint64_t base;         /* pattern offset of this stream */
     uint64_t sent, want, recvd;
     uint64_t *stamps;      /* send time of in-flight requests (ring of depth) */
+    uint64_t counted;      /* requests completed while counting (fairness) */
 };
 
 /*
@@ -340,6 +346,7 @@ static int run_echo(struct opts *o) {
                             if (done) {
                                 uint64_t t = now_ns();
                                 if (st.counting) {
+                                    c->counted += done;
                                     st.requests += done;
                                     st.bytes += done * size;
                                     for (uint64_t m = before; m < before + done; m++)
@@ -366,12 +373,22 @@ static int run_echo(struct opts *o) {
         }
     }
     double secs = st.counting ? (double)(now_ns() - t_measure) / 1e9 : 0.0;
+    int starved = 0;
+    uint64_t min_req = UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        if (cs[i].state != 1) continue;
+        if (cs[i].counted == 0) starved++;
+        if (cs[i].counted < min_req) min_req = cs[i].counted;
+    }
+    if (min_req == UINT64_MAX) min_req = 0;
     printf("{\"mode\":\"echo\",\"connections\":%d,\"connected\":%d,\"connect_failures\":%d,"
+           "\"conns_without_replies\":%d,\"min_conn_requests\":%llu,"
            "\"connect_seconds\":%.3f,\"alive_at_end\":%d,\"size\":%d,\"depth\":%d,"
            "\"requests\":%llu,\"seconds\":%.6f,\"req_per_s\":%.1f,\"bytes\":%llu,"
            "\"MiB_per_s\":%.2f,\"errors\":%llu,\"verify_failures\":%llu,"
            "\"latency_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p999\":%.0f}}\n",
-           n, up, failures, connect_s, alive, o->size, o->depth,
+           n, up, failures, starved, (unsigned long long)min_req,
+           connect_s, alive, o->size, o->depth,
            (unsigned long long)st.requests, secs,
            secs > 0 ? (double)st.requests / secs : 0.0, (unsigned long long)st.bytes,
            secs > 0 ? (double)st.bytes / secs / 1048576.0 : 0.0,
@@ -556,6 +573,48 @@ static int run_udp(struct opts *o) {
 
 /* -------------------------------------------------------------- idle */
 
+/* One more byte each way on every held connection (idle mode, on a line of stdin):
+ * proves the idle connections are still served; prints how long the slowest took. */
+static void echo_all(int ep, struct conn *cs, int n, double timeout, int *closed) {
+    uint64_t t0 = now_ns();
+    int sent = 0, echoed = 0, failures = 0;
+    for (int i = 0; i < n; i++) {
+        struct conn *c = &cs[i];
+        if (c->state != 1) continue;
+        unsigned char b = (unsigned char)('a' + i % 26);
+        if (send(c->fd, &b, 1, MSG_NOSIGNAL) != 1) { failures++; continue; }
+        c->want = 1;
+        sent++;
+        ep_set(ep, EPOLL_CTL_MOD, c->fd, EPOLLIN | EPOLLRDHUP, (uint64_t)i);
+    }
+    uint64_t deadline = t0 + (uint64_t)(timeout * 1e9);
+    struct epoll_event evs[MAX_EVENTS];
+    while (echoed + failures < sent && now_ns() < deadline) {
+        int k = epoll_wait(ep, evs, MAX_EVENTS, 100);
+        for (int e = 0; e < k; e++) {
+            if (evs[e].data.u64 == (uint64_t)-1) continue;
+            int i = (int)evs[e].data.u64;
+            struct conn *c = &cs[i];
+            if (c->state != 1 || !c->want) continue;
+            unsigned char b;
+            ssize_t r = recv(c->fd, &b, 1, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            c->want = 0;
+            if (r == 1 && b == (unsigned char)('a' + i % 26)) {
+                echoed++;
+                ep_set(ep, EPOLL_CTL_MOD, c->fd, EPOLLRDHUP, (uint64_t)i);
+            } else {
+                failures++;
+                (*closed)++;
+                kill_conn(ep, c);
+            }
+        }
+    }
+    printf("echoed {\"mode\":\"idle-echo\",\"sent\":%d,\"echoed\":%d,\"failures\":%d,"
+           "\"seconds\":%.3f}\n", sent, echoed, failures, (double)(now_ns() - t0) / 1e9);
+    fflush(stdout);
+}
+
 static int run_idle(struct opts *o) {
     int n = o->conns;
     if (n <= 0) usage();
@@ -609,6 +668,7 @@ static int run_idle(struct opts *o) {
                 char tmp[256];
                 ssize_t r = read(0, tmp, sizeof tmp);
                 if (r <= 0) done = 1;
+                else echo_all(ep, cs, n, o->connect_timeout, &closed_by_server);
                 continue;
             }
             struct conn *c = &cs[evs[e].data.u64];

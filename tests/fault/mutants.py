@@ -117,11 +117,25 @@ MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
         "                    return\n                    self._loop.call_later(",
         [LIM + "test_out_of_descriptors_backs_off_and_recovers"],
     ),
-    "9r relay exits on EMFILE (the bug fixed in 9a9380a)": (
-        "relay/_serve.py",
-        "            if not keep_open or exc.errno not in _RESOURCE_ERRNOS:",
-        "            if True:",
-        [RELAY + "test_relay_out_of_descriptors_backs_off_and_recovers"],
+    "2r relay: a full sink does not pause the other side (no backpressure)": (
+        "relay/_link.py",
+        "        if source is not None and not self.finished:\n"
+        "            with contextlib.suppress(RuntimeError, AttributeError):\n"
+        "                source.pause_reading()",
+        "        if False:\n            pass",
+        [
+            RELAY + "test_relay_slow_reader_memory_bounded",
+            RELAY + "test_relay_client_that_never_reads_is_released",
+        ],
+    ),
+    "5r relay: an ended link leaves the other side open (descriptor leak)": (
+        "relay/_link.py",
+        "        for side in self.sides:\n            for transport in",
+        "        for side in self.sides[:1]:\n            for transport in",
+        [
+            RELAY + "test_relay_abrupt_endings",
+            RELAY + "test_relay_flood_of_5000_then_serves_at_once",
+        ],
     ),
     "9b a write stall does not count as idle": (
         "server/_engine.py",

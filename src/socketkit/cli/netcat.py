@@ -29,15 +29,13 @@ from ..relay import (
     CrlfEncoder,
     ExecCommand,
     HexDumper,
-    Log,
+    LinkOptions,
     OpenOptions,
-    PumpOptions,
     RelayAddress,
     RelaySettings,
-    Terminated,
     run_relay,
-    terminate_cleanly,
 )
+from ..server import Limits, ServerLog
 from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
 from ._common import (
@@ -167,8 +165,8 @@ def _family(args: argparse.Namespace) -> int:
     return family_from_flags(args.ipv4, args.ipv6)
 
 
-def _log(args: argparse.Namespace, env: Env) -> Log:
-    return Log(env.stderr, verbose=args.verbose)
+def _log(args: argparse.Namespace, env: Env) -> ServerLog:
+    return ServerLog(env.stderr, env.stderr, verbose=args.verbose)
 
 
 def _exec_command(args: argparse.Namespace) -> ExecCommand | None:
@@ -184,8 +182,8 @@ def _exec_command(args: argparse.Namespace) -> ExecCommand | None:
     return command
 
 
-def _pump_options(args: argparse.Namespace, log: Log, env: Env) -> PumpOptions:
-    opts = PumpOptions(
+def _link_options(args: argparse.Namespace, env: Env) -> LinkOptions:
+    opts = LinkOptions(
         a_to_b=not args.recv_only,
         b_to_a=not args.send_only,
         idle_timeout=args.wait if args.wait else None,
@@ -258,14 +256,13 @@ def _remote(args: argparse.Namespace, host: str, port: str | None) -> RelayAddre
 
 def _settings(args: argparse.Namespace, env: Env, role: str) -> RelaySettings:
     open_opts = _tls(args, env, role)
-    log = open_opts.log
     open_opts.connect_timeout = args.wait if args.wait else None
     access = access_list(args) if role == "server" else AccessList()
     return RelaySettings(
         open=open_opts,
-        pump=_pump_options(args, log, env),
+        link=_link_options(args, env),
         keep_open=getattr(args, "keep_open", False),
-        max_conns=getattr(args, "max_conns", None),
+        limits=Limits(max_conns=getattr(args, "max_conns", None)),
         access=access,
         broker=getattr(args, "broker", False),
     )
@@ -328,11 +325,11 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
                 raise
             last_error = exc
             if len(targets) > 1:
-                log.info(f"{target}: closed ({exc})")
+                log.event(f"{target}: closed ({exc})", "probe", True)
             continue
         sock.close()
         open_count += 1
-        log.info(f"connection to {target} succeeded")
+        log.event(f"connection to {target} succeeded", "probe", True)
     if open_count:
         return 0
     assert last_error is not None
@@ -384,11 +381,7 @@ def run_listen(args: argparse.Namespace, env: Env) -> int:
     if args.broker:
         settings.keep_open = True
     try:
-        with terminate_cleanly():
-            return run_relay(address, other, settings)
-    except Terminated:
-        settings.log.info("terminated")
-        return 0
+        return run_relay(address, other, settings)
     finally:
         _flush(env)
 

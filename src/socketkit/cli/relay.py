@@ -1,11 +1,13 @@
-"""``socketkit relay A B``: a two-way pump between any two addresses (socat-style).
+"""``socketkit relay A B``: bytes both ways between any two addresses (socat-style).
 
 Addresses use ``socketkit.relay``'s grammar: tcp:HOST:PORT,
 tcp-listen:PORT, udp:HOST:PORT, udp-listen:PORT, unix:PATH,
 unix-listen:PATH, tls:HOST:PORT, tls-listen:PORT, stdio (or -),
 exec:CMD, with ``,fork`` and the other options after a comma. TLS options
 on the command line apply to every tls/tls-listen address; options written
-in the address (``tls:h:443,cafile=ca.pem``) take precedence.
+in the address (``tls:h:443,cafile=ca.pem``) take precedence. A listening
+relay runs on the server engine and takes its options (limits, timeouts,
+access control, PROXY protocol, workers, JSON logs).
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ from ..errors import UsageError
 from ..relay import (
     ExecCommand,
     HexDumper,
-    Log,
+    LinkOptions,
     OpenOptions,
-    PumpOptions,
     RelayAddress,
     RelaySettings,
-    Terminated,
     parse_relay_address,
     run_relay,
-    terminate_cleanly,
 )
+from ..server import Limits, ServerLog
 from ..tls import TLSSettings, client_context, server_context
 from ._common import (
     Env,
@@ -34,6 +34,7 @@ from ._common import (
     add_access_options,
     add_common_options,
     nonnegative_float,
+    positive_float,
     positive_int,
 )
 from ._tls import add_tls_arguments, settings_from_args
@@ -64,17 +65,41 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="SECS",
         help="connect timeout, and idle timeout per connection",
     )
+    p.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        metavar="S",
+        help="close a connection with no data either way for S seconds (a stalled write "
+        "counts as idle; UDP with fork: reclaim a client's socket, default 60)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=nonnegative_float,
+        default=5.0,
+        metavar="S",
+        help="at shutdown, let connections finish for S seconds (default 5)",
+    )
+    p.add_argument(
+        "--backlog", type=positive_int, metavar="N", help="listen backlog (default: system maximum)"
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="N processes share the listening port (SO_REUSEPORT; Linux and FreeBSD)",
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="accepted connections start with a PROXY protocol v1/v2 header",
+    )
     add_access_options(p)
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="text lines or JSON lines"
+    )
     p.add_argument("--hex-dump", metavar="FILE", help="write a hex dump of the traffic to FILE")
     p.add_argument("-x", action="store_true", dest="hex_stderr", help="hex dump to stderr")
-    p.add_argument(
-        "--splice",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="move TCP data through a kernel pipe with splice(2) on Linux (default off: "
-        "on the machines measured, user-space 256 KiB buffers were faster; see "
-        "benchmarks/relay.py)",
-    )
     add_common_options(p)
     add_tls_arguments(p, "both")
     p.set_defaults(run=run_relay_command)
@@ -107,7 +132,9 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
         a, b = b_addr, ExecCommand(a.argv)
     if isinstance(b, ExecCommand):
         b.check()
-    log = Log(env.stderr, verbose=args.verbose)
+    log = ServerLog(
+        env.stderr, env.stderr, verbose=args.verbose, json_format=args.log_format == "json"
+    )
     opts = OpenOptions(log=log, connect_timeout=args.wait or None)
     base = settings_from_args(args)
     sides = [a] + ([b] if isinstance(b, RelayAddress) else [])
@@ -121,8 +148,7 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
         else:
             opts.tls_client = client_context(tls_settings, warn=env.stderr)
             opts.server_hostname = tls_settings.server_name
-    access = access_list(args)
-    pump_opts = PumpOptions(idle_timeout=args.wait or None, splice=args.splice)
+    link = LinkOptions(idle_timeout=args.wait or None)
     if args.hex_dump or args.hex_stderr:
         try:
             stream = open(args.hex_dump, "a", encoding="ascii") if args.hex_dump else env.stderr  # noqa: SIM115
@@ -134,7 +160,7 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
             stream.write(dumper.feed(direction, data))
             stream.flush()
 
-        pump_opts.observer = observe
+        link.observer = observe
     listeners = [s for s in sides if s.listener]
     keep_open = args.keep_open or any(s.fork for s in listeners)
     if keep_open:
@@ -145,16 +171,20 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
         other = b if a.listener else a
         if isinstance(other, RelayAddress) and other.kind == "stdio":
             raise UsageError("fork: standard input/output cannot be shared by many connections")
+    if args.workers > 1 and not keep_open:
+        raise UsageError("--workers needs a listener with fork (or -k)")
     settings = RelaySettings(
         open=opts,
-        pump=pump_opts,
+        link=link,
         keep_open=keep_open,
-        max_conns=args.max_conns,
-        access=access,
+        limits=Limits(
+            max_conns=args.max_conns,
+            idle_timeout=args.idle_timeout,
+            drain_timeout=args.drain_timeout,
+        ),
+        access=access_list(args),
+        backlog=args.backlog,
+        proxy_protocol=args.proxy_protocol,
+        workers=args.workers,
     )
-    try:
-        with terminate_cleanly():
-            return run_relay(a, b, settings)
-    except Terminated:
-        log.info("terminated")
-        return 0
+    return run_relay(a, b, settings)

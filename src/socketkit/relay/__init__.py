@@ -1,60 +1,43 @@
-"""Relays: endpoint grammar, openers, the two-way pump, exec, broker, access control.
+"""Relays: endpoint grammar, openers, the two-way link, exec, broker, access control.
 
-The programs behind ``socketkit connect``, ``listen`` and ``relay``. Layers,
-bottom up: ``_grammar`` (sans-I/O address parser), ``_access`` and
-``_hexdump`` (sans-I/O), ``_channels`` (the two ends of a pump),
-``_pump`` (the one copy loop, with Linux's splice fast path), ``_open``
-(addresses to channels and listeners), ``_serve`` (accept loop, exec,
-broker), ``_run`` (the whole program).
+The programs behind ``socketkit connect``, ``listen`` and ``relay``, all on
+one event loop (the server engine's). Layers, bottom up: ``_grammar``
+(sans-I/O address parser), ``_access`` and ``_hexdump`` (sans-I/O),
+``_link`` (the one copy loop: two sides, flow control, half-close),
+``_sides`` (addresses to sides: sockets, TLS, UDP, standard I/O),
+``_exec`` (a program on a connection), ``_service`` (a relay as a service
+of the server engine), ``_hub`` (``listen -k`` and ``--broker``),
+``_datagram`` (UDP relays with fork), ``_run`` (the whole program).
 """
 
 from ._access import AccessList, parse_network
-from ._channels import (
-    Channel,
-    DatagramChannel,
-    PipeChannel,
-    SocketChannel,
-    StdioChannel,
-    TLSChannel,
-)
+from ._exec import ExecCommand
 from ._grammar import KINDS, RelayAddress, parse_relay_address
 from ._hexdump import CrlfEncoder, HexDumper
-from ._open import Accepted, Listener, Log, OpenOptions, open_channel, open_listener
-from ._pump import BUFFER_SIZE, OutputClosedError, PumpOptions, PumpResult, pump
-from ._run import RelaySettings, Terminated, run_relay, terminate_cleanly
-from ._serve import ExecCommand, Hub, run_exec, serve
+from ._link import Link, LinkOptions, LinkResult, OutputClosedError, SideProtocol
+from ._run import RelaySettings, run_relay
+from ._service import RelayProtocol, relay_factory
+from ._sides import OpenOptions, connect_stream, open_side
 
 __all__ = [
-    "BUFFER_SIZE",
     "KINDS",
-    "Accepted",
     "AccessList",
-    "Channel",
     "CrlfEncoder",
-    "DatagramChannel",
     "ExecCommand",
     "HexDumper",
-    "Hub",
-    "Listener",
-    "Log",
+    "Link",
+    "LinkOptions",
+    "LinkResult",
     "OpenOptions",
     "OutputClosedError",
-    "PipeChannel",
-    "PumpOptions",
-    "PumpResult",
     "RelayAddress",
+    "RelayProtocol",
     "RelaySettings",
-    "SocketChannel",
-    "StdioChannel",
-    "TLSChannel",
-    "Terminated",
-    "open_channel",
-    "open_listener",
+    "SideProtocol",
+    "connect_stream",
+    "open_side",
     "parse_network",
     "parse_relay_address",
-    "pump",
-    "run_exec",
+    "relay_factory",
     "run_relay",
-    "serve",
-    "terminate_cleanly",
 ]

@@ -22,7 +22,7 @@ from ._engine import DatagramEngine, Limits, StreamEngine, install_signal_handle
 from ._handler import Handler, handler_factory
 from ._log import ServerLog, Stats
 from ._loop import loop_name, run
-from ._services import HELLO_REPLY, Service
+from ._services import HELLO_REPLY, ProtocolFactory, Service
 
 __all__ = ["ServerConfig", "run_datagram_server", "run_stream_server"]
 
@@ -51,6 +51,8 @@ class ServerConfig:
         accept_filter: returns why an address may not connect, or None.
         proxy_protocol: expect a PROXY protocol header on every connection.
         handler: a coroutine serving each connection (instead of ``service``).
+        protocol_factory: makes each connection's protocol (instead of ``service``
+            and ``handler``): how the relay plugs its service into the engine.
         ssl_context: serve TLS with this context (``socketkit.tls.server_context``).
     """
 
@@ -69,10 +71,13 @@ class ServerConfig:
     accept_filter: Callable[[object], str | None] | None = None
     proxy_protocol: bool = False
     handler: Handler | None = None
+    protocol_factory: ProtocolFactory | None = None
     ssl_context: ssl.SSLContext | None = None
 
     def make_service(self, *, datagram: bool) -> Service:
         """The service these settings describe."""
+        if self.protocol_factory is not None and not datagram:
+            return Service(self.service, protocol_factory=self.protocol_factory)
         if self.handler is not None and not datagram:
             return Service("handler", protocol_factory=handler_factory(self.handler))
         if isinstance(self.service, Service):

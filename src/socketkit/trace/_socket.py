@@ -9,8 +9,6 @@ the kernel's sequence. Sockets accepted from a traced listener are traced too.
 What cannot be seen from here (and so is not claimed):
 - uvloop's I/O, done in C on the descriptor: ``--trace`` runs the default
   asyncio loop, whose transports call ``recv``/``send`` on this object.
-- splice(2) in the relay, which moves data by descriptor: ``--trace`` turns
-  the copy loop on instead.
 - ``getsockname``/``getpeername``/``getsockopt`` (asyncio and the connect
   timeout ask for them); they change nothing and are not printed.
 
