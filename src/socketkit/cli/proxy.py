@@ -25,7 +25,7 @@ from ..proxy import (
     DestinationPolicy,
     ProxySettings,
     check_credentials,
-    proxy_service,
+    proxy_factory,
 )
 from ..server import ServerConfig, ServerLog, run_stream_server
 from ._common import (
@@ -170,7 +170,9 @@ def serve_proxy(
     Args:
         engine: the remaining ``ServerConfig`` fields (limits, workers, ...).
     """
-    config = ServerConfig(endpoint=endpoint, service=proxy_service(settings), **engine)
+    config = ServerConfig(
+        endpoint=endpoint, service="proxy", protocol_factory=proxy_factory(settings), **engine
+    )
     warning = open_relay_warning(endpoint.host, settings.authenticate is not None)
     if warning is not None:
         log.warning(warning)

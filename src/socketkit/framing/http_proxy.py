@@ -647,7 +647,7 @@ class HttpProxyServer:
         max_body_size: the longest forwarded body, in bytes (else 413).
         digest_password: the password of a user, or None for no such user;
             if given (with ``authenticate``), Digest credentials (RFC 7616,
-            SHA-256 or MD5, qop=auth) are accepted too and offered first.
+            MD5 or SHA-256, qop=auth) are accepted too and offered before Basic.
         digest_secret: the key of this server's Digest nonces (random if None).
 
     Digest nonces are ``random.HMAC(secret, random)``: any nonce this server
@@ -863,7 +863,9 @@ class HttpProxyServer:
         headers: Headers = []
         if self._digest_password is not None:
             nonce = _quote(self._new_nonce())
-            for algorithm in ("SHA-256", "MD5"):
+            # MD5 first: ncat 7.93 answers the first Digest challenge and
+            # knows only MD5; curl takes either.
+            for algorithm in ("MD5", "SHA-256"):
                 headers.append(
                     (
                         b"Proxy-Authenticate",

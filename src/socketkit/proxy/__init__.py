@@ -1,8 +1,9 @@
 """A SOCKS4, SOCKS4a, SOCKS5 and HTTP proxy server on the server engine.
 
->>> from socketkit.proxy import ProxySettings, proxy_service
+>>> from socketkit.proxy import ProxySettings, proxy_factory
 >>> from socketkit.server import ServerConfig, ServerLog, run_stream_server
->>> config = ServerConfig(service=proxy_service(ProxySettings()))   # doctest: +SKIP
+>>> factory = proxy_factory(ProxySettings())
+>>> config = ServerConfig(service="proxy", protocol_factory=factory)   # doctest: +SKIP
 >>> run_stream_server(config, ServerLog())                          # doctest: +SKIP
 
 The client side (connecting through a proxy) is ``socketkit.proxy_client``.
@@ -17,7 +18,7 @@ from ._server import (
     ProxyProtocol,
     ProxySettings,
     check_credentials,
-    proxy_service,
+    proxy_factory,
 )
 
 __all__ = [
@@ -31,5 +32,5 @@ __all__ = [
     "ProxySettings",
     "check_credentials",
     "parse_destination_rule",
-    "proxy_service",
+    "proxy_factory",
 ]

@@ -29,7 +29,6 @@ is one ``peer broke framing`` line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import secrets
@@ -43,6 +42,7 @@ from ..address import InetEndpoint
 from ..aio._connection import connect_socket
 from ..errors import (
     AddressError,
+    FramingError,
     IncompleteReadError,
     SocketkitError,
     SocketTimeoutError,
@@ -68,7 +68,9 @@ from ..framing.tunnel import (
     failure_for_errno,
     format_authority,
 )
-from ..server import ConnectionProtocol, Service
+from ..relay._link import Link, LinkOptions, PendingSink, SideProtocol
+from ..relay._service import RelayProtocol
+from ..server._services import ProtocolFactory
 from ._policy import DestinationPolicy
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ __all__ = [
     "ProxyProtocol",
     "ProxySettings",
     "check_credentials",
-    "proxy_service",
+    "proxy_factory",
 ]
 
 #: The SOCKS port (RFC 1928 section 3), also ncat's and curl's default.
@@ -232,33 +234,58 @@ def _bound(sock: socket.socket) -> tuple[str, int]:
     return str(address), int(port)
 
 
-class ProxyProtocol(ConnectionProtocol):
-    """One proxy client: handshake, then a tunnel or forwarded HTTP requests."""
+class _Handshake:
+    """Where a client's bytes go until its tunnel opens: to the proxy machine.
+
+    It stands in the place of the link's sink (``RelayProtocol.sink``), so
+    the relay's read path is the same in both phases and costs nothing more
+    once the tunnel is open.
+    """
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: ProxyProtocol) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self.protocol.handshake_received(bytes(data))
+
+
+async def _no_opener(link: Link, index: int, counter: Any) -> None:  # pragma: no cover
+    raise AssertionError("a proxy opens its other side from the client's request")
+
+
+class ProxyProtocol(RelayProtocol):
+    """One proxy client: handshake, then a tunnel (the relay's link) or forwarded requests."""
 
     __slots__ = (
+        "_connecting",
         "_forwarding",
         "_machine",
-        "_opening",
         "_timer",
-        "_upstream",
+        "_tunnel",
         "settings",
         "target",
     )
 
     def __init__(self, host: ConnectionHost, settings: ProxySettings) -> None:
-        super().__init__(host)
+        super().__init__(host, _no_opener, LinkOptions(), "?")
         self.settings = settings
+        self.sink = _Handshake(self)
         self._machine: MachineType | None = None
-        self._opening: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._upstream: _Upstream | None = None
         self._forwarding: Forwarding | None = None
+        #: True once the client and the target are the two sides of the link.
+        self._tunnel = False
         #: ``host:port`` of the target, once asked for (for the log).
         self.target = ""
 
     # -- engine callbacks --------------------------------------------------
 
     def started(self) -> None:
+        # Not RelayProtocol's: the other side is known only from the request.
+        self.link.sides[0].name = self.peer
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -266,47 +293,45 @@ class ProxyProtocol(ConnectionProtocol):
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.settings.handshake_timeout, self._handshake_expired)
 
-    def received(self, data: bytes) -> None:
-        if self._upstream is not None:
-            self._upstream.send(data)
-            return
-        machine = self._machine
-        if machine is None:
-            kind = detect_proxy_protocol(data)  # FramingError: logged by the base class
-            if kind is None:
-                return
-            machine = self._machine = self.settings.machine(kind)
-        machine.receive_data(data)
-        self.drive()
+    def handshake_received(self, data: bytes) -> None:
+        """Bytes from a client that has no tunnel yet: the machine's to read."""
+        try:
+            machine = self._machine
+            if machine is None:
+                kind = detect_proxy_protocol(data)
+                if kind is None:
+                    return
+                machine = self._machine = self.settings.machine(kind)
+            machine.receive_data(data)
+            self.drive()
+        except FramingError as exc:
+            self.abort(f"peer broke framing: {exc}", error=True)
+        except SocketkitError as exc:
+            self.abort(str(exc), error=True)
 
-    def ended(self) -> bool | None:
-        if self._upstream is not None:
-            return self._upstream.client_ended()
-        if self._machine is not None and self._opening is None:
+    def ended(self) -> bool:
+        if self._tunnel:
+            return super().ended()
+        if self._machine is not None and self._connecting is None:
             self._machine.receive_data(b"")
             self.drive()
         # A forwarded answer still on its way needs the write side.
-        return True if self._forwarding is not None else None
-
-    def writable(self) -> None:
-        if self._upstream is not None:
-            self._upstream.resume()
-        if self._forwarding is not None:
-            self._forwarding.resume()
+        return self._forwarding is not None
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._upstream is not None:
-            self._upstream.pause()
         if self._forwarding is not None:
             self._forwarding.pause()
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._forwarding is not None:
+            self._forwarding.resume()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        if self._opening is not None:
-            self._opening.cancel()
-        if self._upstream is not None:
-            self._upstream.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._forwarding is not None:
             self._forwarding.close()
         super().connection_lost(exc)
@@ -314,7 +339,7 @@ class ProxyProtocol(ConnectionProtocol):
     def shutdown_requested(self) -> None:
         """A tunnel has no message boundary: it lasts until its ends finish it
         (or the drain timeout); a connection still in its handshake closes."""
-        if self._upstream is None and self._forwarding is None and self._opening is None:
+        if not self._tunnel and self._forwarding is None and self._connecting is None:
             self.close()
 
     # -- the handshake -----------------------------------------------------
@@ -339,7 +364,7 @@ class ProxyProtocol(ConnectionProtocol):
         """Act on the machine's events until it needs more bytes or a decision."""
         machine = self._machine
         assert machine is not None
-        while self.transport is not None and self._opening is None:
+        while self.transport is not None and self._connecting is None and not self._tunnel:
             if self._forwarding is not None and not self._forwarding.reading_request:
                 return  # the answer to the last request is still on its way
             try:
@@ -363,7 +388,11 @@ class ProxyProtocol(ConnectionProtocol):
                 self.close()
                 return
             if isinstance(event, TunnelRequest):
-                self._start_opening(self._open_tunnel(event))
+                self._cancel_timer()
+                assert self.transport is not None
+                self.transport.pause_reading()
+                task = asyncio.get_running_loop().create_task(self._open_tunnel(event))
+                self._connecting = task
                 return
             if isinstance(event, ForwardRequest):
                 self._start_forward(event)
@@ -374,12 +403,6 @@ class ProxyProtocol(ConnectionProtocol):
                 forwarding.body(event.data)
             elif isinstance(event, RequestEnd):
                 forwarding.end_request()
-
-    def _start_opening(self, coro: Any) -> None:
-        self._cancel_timer()
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self._opening = asyncio.get_running_loop().create_task(coro)
 
     def _log_request(self, kind: ProxyKind, username: str | None, what: str) -> None:
         user = f" as {username!r}" if username else ""
@@ -410,36 +433,42 @@ class ProxyProtocol(ConnectionProtocol):
         try:
             sock = await connect_target(request.host, request.port, self.settings)
         except TargetUnavailable as exc:
-            self._opening = None
+            self._connecting = None
             self._refuse(exc.failure, exc.reason)
             return
-        except SocketkitError as exc:  # socket(2) failed: out of descriptors
-            self._opening = None
-            self._refuse(TunnelFailure.GENERAL, str(exc))
-            return
-        self._opening = None
         if self.transport is None:  # the client left while we connected
             sock.close()
             return
-        machine.accept(_bound(sock))
-        self.flush()
-        trailing = machine.trailing_data
         try:
-            await self._tunnel(sock, trailing)
+            await self._join(sock)
         except OSError as exc:
             sock.close()
             self.abort(f"{self.target}: {exc}", error=True)
+        finally:
+            self._connecting = None
 
-    async def _tunnel(self, sock: socket.socket, first: bytes) -> None:
-        """Join the client and the target's ``sock``: ``first`` goes to the target first."""
-        loop = asyncio.get_running_loop()
-        upstream = _Upstream(self)
-        self._upstream = upstream
-        await loop.create_connection(lambda: upstream, sock=sock)
+    async def _join(self, sock: socket.socket) -> None:
+        """Reply, then make the client and the target's ``sock`` the two sides of
+        the relay's link; the bytes the client sent after its request go first."""
+        machine = self._machine
+        assert machine is not None
+        link = self.link
+        link.sides[1].name = self.target
+        target = SideProtocol(link, 1, counter=self)
+        transport, _ = await asyncio.get_running_loop().create_connection(lambda: target, sock=sock)
+        link.attach(1, transport, transport, target)
+        if self.transport is None or link.finished:
+            transport.close()
+            return
+        machine.accept(_bound(sock))
+        self.flush()
+        pending = PendingSink()
+        first = machine.trailing_data
         if first:
-            upstream.send(first)
-        if self.transport is not None:
-            self.transport.resume_reading()
+            pending.write(first)
+        self.sink = pending
+        self._tunnel = True
+        link.attach(0, self.transport, self.transport, self)
 
     # -- forwarding --------------------------------------------------------
 
@@ -449,7 +478,6 @@ class ProxyProtocol(ConnectionProtocol):
         self._cancel_timer()
         self.target = format_authority(request.host, request.port)
         self._log_request(ProxyKind.HTTP, request.username, request.method)
-        assert self.transport is not None
         self._forwarding = Forwarding(self, request)
 
     def forward_done(self, keep_alive: bool) -> None:
@@ -472,75 +500,8 @@ class ProxyProtocol(ConnectionProtocol):
             self.abort(f"{self.target}: {reason}", error=True)
 
 
-class _Upstream(asyncio.Protocol):
-    """The target's side of a tunnel (minimal two-way copy, with backpressure)."""
-
-    def __init__(self, client: ProxyProtocol) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.client_eof = False
-        self.target_eof = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.client.write(data)
-
-    def eof_received(self) -> bool:
-        self.target_eof = True
-        transport = self.client.transport
-        if transport is not None and transport.can_write_eof():
-            transport.write_eof()
-        if self.client_eof:
-            self.client.close()
-            return False
-        return True
-
-    def client_ended(self) -> bool:
-        """The client half-closed: pass it on; True while the target still sends."""
-        self.client_eof = True
-        if self.transport is not None and self.transport.can_write_eof():
-            self.transport.write_eof()
-        if self.target_eof:
-            self.close()
-            return False
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if exc is not None:
-            self.client.abort(f"{self.client.target}: {exc}", error=True)
-        else:
-            self.client.close()
-
-    def pause_writing(self) -> None:
-        if self.client.transport is not None:
-            self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.client.transport is not None and not self.client.transport.is_closing():
-            self.client.transport.resume_reading()
-
-    def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def pause(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            with contextlib.suppress(RuntimeError):
-                self.transport.close()
-
-
-def proxy_service(settings: ProxySettings | None = None) -> Service:
-    """The engine service of a SOCKS4/4a/5 and HTTP proxy with ``settings``."""
+def proxy_factory(settings: ProxySettings | None = None) -> ProtocolFactory:
+    """The engine's protocol factory for a SOCKS4/4a/5 and HTTP proxy with ``settings``
+    (``ServerConfig(service="proxy", protocol_factory=...)``)."""
     chosen = settings or ProxySettings()
-    return Service("proxy", protocol_factory=lambda host: ProxyProtocol(host, chosen))
+    return lambda host: ProxyProtocol(host, chosen)

@@ -37,8 +37,7 @@ class ServerConfig:
     Attributes:
         endpoint: where to listen (host None: every interface, dual stack).
         family: AF_UNSPEC, AF_INET or AF_INET6.
-        service: a built-in service name, or a ``Service`` (e.g. the proxy's);
-            ignored when ``handler`` is set.
+        service: a built-in service name (ignored when ``handler`` is set).
         frame: the framing the service uses: raw, line, u32, lecture.
         max_message_size: the largest line, frame or datagram accepted.
         reply: the hello service's answer (default: the lecture's).
@@ -58,7 +57,7 @@ class ServerConfig:
 
     endpoint: Endpoint = field(default_factory=lambda: InetEndpoint(None, 8080))
     family: int = socket.AF_UNSPEC
-    service: str | Service = "hello"
+    service: str = "hello"
     frame: str | None = None
     max_message_size: int | None = None
     reply: bytes | None = None
@@ -80,8 +79,6 @@ class ServerConfig:
             return Service(self.service, protocol_factory=self.protocol_factory)
         if self.handler is not None and not datagram:
             return Service("handler", protocol_factory=handler_factory(self.handler))
-        if isinstance(self.service, Service):
-            return self.service
         codec = codec_by_name(self.frame, self.max_message_size) if self.frame else None
         default_reply = UDP_HELLO_REPLY if datagram else HELLO_REPLY
         return Service(
