@@ -10,14 +10,16 @@ listening line.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT
+from helpers import LOOPBACK_TIMEOUT, Proc, free_port, socketkit_argv, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "proxy"))
 
@@ -137,3 +139,124 @@ def test_ncat_through_socketkit_proxy(args: list[str]) -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout == MESSAGE
         assert "Traceback" not in server.err
+
+
+# -- socketkit connect --proxy: through ncat's HTTP proxy and through our own ------
+
+
+def _connect(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        socketkit_argv("connect", *args),
+        input=MESSAGE,
+        capture_output=True,
+        timeout=LOOPBACK_TIMEOUT + 5,
+    )
+
+
+@contextlib.contextmanager
+def _ncat_http_proxy(*auth: str) -> Iterator[int]:
+    port = free_port()
+    with Proc(
+        [_tool("ncat"), "-v", "-l", "--proxy-type", "http", *auth, "127.0.0.1", str(port)]
+    ) as proxy:
+        # ncat 7.93 with --proxy-type listens on every interface whatever
+        # address it is given, IPv6 first: wait for the IPv4 socket.
+        proxy.search(rf"Listening on (?:0\.0\.0\.0|127\.0\.0\.1):{port}", "err")
+        yield port
+
+
+@pytest.mark.parametrize("auth", [[], ["--proxy-auth", "alice:s3cret"]], ids=["open", "auth"])
+def test_connect_through_ncat_http_proxy(auth: list[str]) -> None:
+    with echo_target() as target, _ncat_http_proxy(*auth) as port:
+        argv = socketkit_argv("connect", "--proxy", f"127.0.0.1:{port}", *auth)
+        with Proc([*argv, "127.0.0.1", str(target)], stdin=subprocess.PIPE) as client:
+            # Input stays open until the echo is back: ncat's proxy ends the
+            # whole tunnel at the first end of stream.
+            assert client.proc.stdin is not None
+            client.proc.stdin.write(MESSAGE)
+            client.proc.stdin.flush()
+            client.search(MESSAGE.decode())
+            client.proc.stdin.close()
+            assert client.wait() == 0, client.err_bytes
+        if auth:
+            bad = _connect(
+                "--proxy", f"127.0.0.1:{port}", "--proxy-auth", "alice:wrong", "127.0.0.1",
+                str(target),
+            )  # fmt: skip
+            assert bad.returncode == 3
+            assert bad.stderr.decode().startswith(
+                f"socketkit: error: HTTP proxy 127.0.0.1:{port} rejected our credentials (407"
+            )
+
+
+@pytest.mark.parametrize("kind", ["socks4", "socks5", "http"])
+def test_connect_to_a_server_that_is_no_proxy(kind: str) -> None:
+    # The lecture's server answers any bytes with "Hello from server".
+    with start_server("tcp-server", "-p", "0", "-q") as server:
+        port = server.port()
+        done = _connect("--proxy", f"127.0.0.1:{port}", "--proxy-type", kind, "localhost", "80")
+    assert done.returncode == 3
+    assert done.stderr.count(b"\n") == 1
+    text = done.stderr.decode()
+    assert text.startswith(f"socketkit: error: the proxy 127.0.0.1:{port} does not speak "), text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--proxy-type", "socks4"],
+        ["--proxy-type", "socks5", "--proxy-dns", "local"],
+        ["--proxy-type", "socks5", "--proxy-auth", "alice:s3cret"],
+        ["--proxy-type", "http", "--proxy-auth", "alice:s3cret"],
+    ],
+    ids=lambda a: " ".join(a[1:]),
+)
+def test_connect_through_socketkit_proxy(args: list[str]) -> None:
+    auth = ["--auth", "alice:s3cret"] if "--proxy-auth" in args else []
+    with echo_target() as target, proxy_server(*auth) as (_server, port):
+        done = _connect("--proxy", f"127.0.0.1:{port}", *args, "localhost", str(target))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == MESSAGE
+
+
+def test_openbsd_nc_spelling_and_relay_address() -> None:
+    with echo_target() as target, proxy_server() as (_server, port):
+        nc = subprocess.run(
+            socketkit_argv("nc", "-X", "5", "-x", f"127.0.0.1:{port}", "localhost", str(target)),
+            input=MESSAGE,
+            capture_output=True,
+            timeout=LOOPBACK_TIMEOUT + 5,
+        )
+        assert (nc.returncode, nc.stdout) == (0, MESSAGE), nc.stderr
+        relay = subprocess.run(
+            socketkit_argv("relay", "-", f"socks4a:127.0.0.1:{port}:localhost:{target}"),
+            input=MESSAGE,
+            capture_output=True,
+            timeout=LOOPBACK_TIMEOUT + 5,
+        )
+        assert (relay.returncode, relay.stdout) == (0, MESSAGE), relay.stderr
+
+
+@pytest.mark.parametrize(
+    ("server_args", "client_args", "message"),
+    [
+        (["--deny-dest", ":{target}"], ["--proxy-type", "socks5"],
+         "SOCKS5 proxy 127.0.0.1:{port} refused the connection to localhost:{target}: "
+         "connection not allowed by ruleset (reply 2)"),
+        (["--auth", "a:b"], ["--proxy-type", "socks5", "--proxy-auth", "a:c"],
+         "SOCKS5 proxy 127.0.0.1:{port} rejected the username and password (status 1)"),
+        ([], ["--proxy-type", "http", "--proxy-dns", "none"],
+         "cannot reach 'localhost' through the proxy without DNS "
+         "(give an IP address, or let the proxy resolve the name)"),
+    ],
+)  # fmt: skip
+def test_connect_errors_are_one_line_naming_the_proxy(
+    server_args: list[str], client_args: list[str], message: str
+) -> None:
+    with echo_target() as target:
+        args = [a.format(target=target) for a in server_args]
+        with proxy_server(*args) as (_server, port):
+            done = _connect("--proxy", f"127.0.0.1:{port}", *client_args, "localhost", str(target))
+    text = done.stderr.decode()
+    assert done.returncode in (2, 3)
+    assert text == f"socketkit: error: {message.format(port=port, target=target)}\n"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from socketkit.address import InetEndpoint
 from socketkit.cli._proxy import add_proxy_client_options, proxied_address, proxy_from_openbsd_args
 from socketkit.cli.proxy import credentials, open_relay_warning
-from socketkit.errors import AddressError, ProxyAuthError, UsageError
+from socketkit.errors import AddressError, ProxyAuthError, ProxyProtocolError, UsageError
 from socketkit.framing.http_proxy import HttpConnectClient, HttpProxyServer
 from socketkit.framing.tunnel import ProxyKind, Reconnect, TunnelOpen, TunnelRequest
 from socketkit.proxy import DestinationPolicy, check_credentials, parse_destination_rule
@@ -167,8 +167,8 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def test_ncat_options_become_a_proxy_address() -> None:
     target = InetEndpoint("example.com", 80)
-    assert proxied_address(_args(), target) is None
-    addr = proxied_address(_args("--proxy", "127.0.0.1"), target)
+    assert proxied_address(_args(), "example.com", "80") is None
+    addr = proxied_address(_args("--proxy", "127.0.0.1"), "example.com", "80")
     assert addr is not None and addr.kind == "http-connect"
     assert addr.endpoint == InetEndpoint("127.0.0.1", 3128) and addr.target == target
     spec = proxy_spec(addr)
@@ -176,7 +176,8 @@ def test_ncat_options_become_a_proxy_address() -> None:
     socks = proxied_address(
         _args("--proxy", "[::1]:9050", "--proxy-type", "socks4", "--proxy-auth", "bob:x",
               "--proxy-dns", "local"),
-        target,
+        "example.com",
+        "80",
     )  # fmt: skip
     assert socks is not None
     spec = proxy_spec(socks)
@@ -197,7 +198,7 @@ def test_ncat_options_become_a_proxy_address() -> None:
 )
 def test_proxy_option_errors(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        proxied_address(_args(*argv), InetEndpoint("h", 1))
+        proxied_address(_args(*argv), "h", "1")
 
 
 @pytest.mark.parametrize(
@@ -276,3 +277,12 @@ def test_http_digest_round_trip(password: str, opens: bool) -> None:
     else:
         with pytest.raises(ProxyAuthError, match="407"):
             _tunnel(client, make_server)
+
+
+@pytest.mark.parametrize("reply", [b"Hello from server\n", b"\x05\x00", b"HTTQ"])
+def test_http_client_says_at_once_when_the_reply_is_not_http(reply: bytes) -> None:
+    client = HttpConnectClient("example.com", 80)
+    client.data_to_send()
+    client.receive_data(reply)
+    with pytest.raises(ProxyProtocolError, match="does not speak HTTP"):
+        client.next_event()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ..address import InetEndpoint, UnixEndpoint, parse_endpoint
+from ..address import InetEndpoint, UnixEndpoint, parse_endpoint, parse_port
 from ..errors import AddressError, UsageError
 from ..relay import RelayAddress
 
@@ -72,6 +72,8 @@ def proxy_from_openbsd_args(args: argparse.Namespace, where: list[str]) -> list[
     positionals of which one is a HOST:PORT, that one is the proxy and
     ``-x`` asked for nothing else.
     """
+    if getattr(args, "listen", False) and (args.proxy is not None or args.proxy_openbsd):
+        raise UsageError("--proxy and -X are for connecting, not with -l")
     if not args.hex_stderr or args.proxy is not None:
         return where
     candidates = [w for w in where if _HOST_PORT.fullmatch(w)]
@@ -84,12 +86,13 @@ def proxy_from_openbsd_args(args: argparse.Namespace, where: list[str]) -> list[
     return rest
 
 
-def proxied_address(args: argparse.Namespace, target: InetEndpoint) -> RelayAddress | None:
-    """The relay address reaching ``target`` through ``--proxy``, or None without one.
+def proxied_address(args: argparse.Namespace, host: str, port: str | None) -> RelayAddress | None:
+    """The relay address reaching ``host`` ``port`` through ``--proxy``, or None without one.
 
     Raises:
         UsageError: proxy options without ``--proxy``, a malformed proxy
             address, or a transport a tunnel cannot carry.
+        AddressError: a bad port.
     """
     proxy_type = args.proxy_type or {"4": "socks4", "5": "socks5", "connect": "http"}.get(
         args.proxy_openbsd or ""
@@ -100,6 +103,9 @@ def proxied_address(args: argparse.Namespace, target: InetEndpoint) -> RelayAddr
         return None
     if args.udp or args.unixsock or args.tls:
         raise UsageError("--proxy tunnels TCP: it cannot be combined with -u, -U or --tls")
+    if port is None:
+        raise UsageError("connect needs HOST and PORT (see --help)")
+    target = InetEndpoint(host[1:-1] if host.startswith("[") else host, parse_port(port))
     if proxy_type is None:
         proxy_type = "socks5" if args.proxy_openbsd is not None else "http"
     kind = _KINDS[proxy_type]

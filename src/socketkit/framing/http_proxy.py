@@ -337,6 +337,9 @@ def digest_response(
 
 # -- client ------------------------------------------------------------------
 
+#: Every HTTP/1.x response starts so (RFC 9112 section 4, status-line).
+_HTTP_PREFIX: Final = b"HTTP/"
+
 
 def _status_words(status: int, reason: bytes) -> str:
     text = reason.decode("latin-1")
@@ -408,12 +411,14 @@ class HttpConnectClient:
             self._tried.add("basic")
         self._retry_after_body = False
         self._answered = False  # any byte from the proxy on this connection
+        self._first = b""  # its first bytes, up to len(b"HTTP/")
         self._open = False
         self._outgoing = bytearray()
         self._start()
 
     def _start(self) -> None:
         self._answered = False
+        self._first = b""
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_size)
         self._send_request()
 
@@ -434,6 +439,8 @@ class HttpConnectClient:
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the proxy; ``b""`` is end of stream."""
         self._answered = self._answered or bool(data)
+        if len(self._first) < len(_HTTP_PREFIX):
+            self._first += data[: len(_HTTP_PREFIX) - len(self._first)]
         self._conn.receive_data(data)
 
     def reconnected(self) -> None:
@@ -451,6 +458,13 @@ class HttpConnectClient:
         """
         if self._open:
             raise FramingError("the HTTP tunnel is already open", remote=False)
+        if not _HTTP_PREFIX.startswith(self._first[: len(_HTTP_PREFIX)]):
+            # Not a status line: say so now instead of waiting for a head
+            # that never ends (a line-based server, a SOCKS proxy).
+            raise ProxyProtocolError(
+                f"the proxy does not speak HTTP: its reply starts {self._first!r}",
+                protocol="HTTP",
+            )
         while True:
             try:
                 event = self._conn.next_event()
