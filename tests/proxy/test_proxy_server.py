@@ -28,7 +28,7 @@ from socketkit.errors import ProxyAuthError, ProxyRefusedError, ProxyTargetError
 from socketkit.framing.tunnel import DnsPolicy, ProxyKind
 from socketkit.proxy_client import Proxy
 
-from helpers import LOOPBACK_TIMEOUT, free_port
+from helpers import LOOPBACK_TIMEOUT, free_port, start_server
 
 KINDS = [ProxyKind.SOCKS4, ProxyKind.SOCKS5, ProxyKind.HTTP]
 
@@ -289,3 +289,40 @@ def test_listening_beyond_loopback_without_auth_warns() -> None:
         assert "warning" not in server.err
     with proxy_server() as (server, _port):
         assert "warning" not in server.err
+
+
+def test_relay_proxy_listen_is_the_same_server() -> None:
+    with (
+        echo_target() as target,
+        http_target() as origin,
+        start_server(
+            "relay",
+            "proxy-listen:0,auth=alice:s3cret,deny-dest=:" + str(origin),
+            "--max-conns",
+            "4",
+        ) as server,
+    ):
+        # A relay keeps standard output for data: its lines go to standard error.
+        port = int(server.search(r"listening on port (\d+)", "err").group(1))
+        assert _through(port, ProxyKind.SOCKS5, f"127.0.0.1:{target}", user="alice",
+                        password="s3cret") == MESSAGE  # fmt: skip
+        with pytest.raises(ProxyRefusedError, match=r"reply 2"):
+            _through(port, ProxyKind.SOCKS5, f"127.0.0.1:{origin}", user="alice", password="s3cret")
+        with pytest.raises(ProxyAuthError):
+            _through(port, ProxyKind.SOCKS5, f"127.0.0.1:{target}")
+        assert "warning" not in server.err  # loopback by default, and credentials
+
+
+def test_relay_proxy_side_reaches_the_target_through_the_proxy() -> None:
+    with (
+        echo_target() as target,
+        proxy_server("-v") as (proxy, port),
+        start_server(
+            "relay", "-v", "tcp-listen:0,fork", f"socks5:127.0.0.1:{port}:localhost:{target}"
+        ) as relay,
+    ):
+        relay_port = int(relay.search(r"listening on port (\d+)", "err").group(1))
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", relay_port), timeout=LOOPBACK_TIMEOUT) as c:
+                assert exchange(c, MESSAGE) == MESSAGE
+        proxy.search(rf"socks5 CONNECT localhost:{target}", "err")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 from typing import Any
 
 from ..address import InetEndpoint
@@ -27,7 +28,8 @@ from ..proxy import (
     check_credentials,
     proxy_factory,
 )
-from ..server import ServerConfig, ServerLog, run_stream_server
+from ..relay import RelayAddress
+from ..server import Limits, ServerConfig, ServerLog, run_stream_server
 from ._common import (
     Env,
     _add_address_options,
@@ -44,6 +46,7 @@ __all__ = [
     "credentials",
     "destination_policy",
     "open_relay_warning",
+    "run_proxy_listener",
     "serve_proxy",
 ]
 
@@ -202,4 +205,44 @@ def run_proxy(args: argparse.Namespace, env: Env) -> int:
         limits=engine_limits(args),
         accept_filter=accept_filter(args),
         ssl_context=context_from_args(args, "server"),
+    )
+
+
+def run_proxy_listener(addr: RelayAddress, args: argparse.Namespace, env: Env) -> int:
+    """``socketkit relay proxy-listen:[HOST:]PORT[,auth=,allow-dest=,deny-dest=]``.
+
+    The same server as ``socketkit proxy``, with the relay's engine options.
+
+    Raises:
+        UsageError: another kind of address alone, or TLS options.
+    """
+    if addr.kind != "proxy-listen":
+        raise UsageError("relay needs two addresses (A B); only proxy-listen: stands alone")
+    if args.cert or args.ca_file or args.insecure or args.self_signed:
+        raise UsageError("proxy-listen: takes no TLS options")
+    endpoint = addr.endpoint
+    assert isinstance(endpoint, InetEndpoint)
+    pair = credentials(addr.get("auth"), "auth=")
+    settings = ProxySettings(
+        authenticate=check_credentials(*pair) if pair else None,
+        policy=destination_policy(addr.get_all("allow-dest"), addr.get_all("deny-dest")),
+        connect_timeout=args.wait or DEFAULT_PROXY_CONNECT_TIMEOUT,
+    )
+    log = ServerLog(
+        env.stderr, env.stderr, verbose=args.verbose, json_format=args.log_format == "json"
+    )
+    return serve_proxy(
+        endpoint,
+        settings,
+        log,
+        family=socket.AF_INET6 if addr.has("6") else socket.AF_INET if addr.has("4") else 0,
+        backlog=args.backlog or (int(addr.get("backlog") or 0) or None),
+        workers=args.workers,
+        proxy_protocol=args.proxy_protocol,
+        limits=Limits(
+            max_conns=args.max_conns,
+            idle_timeout=args.idle_timeout,
+            drain_timeout=args.drain_timeout,
+        ),
+        accept_filter=accept_filter(args),
     )
