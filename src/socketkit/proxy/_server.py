@@ -14,8 +14,11 @@ JSON logs all apply) goes through two phases:
    A failure becomes the protocol's reply code (``failure_for_errno``: a
    timeout is TTL expired / 504, refused and unreachable their own codes).
 2. Tunnel. The reply is sent, then the client's connection and the
-   target's are handed to one two-way copy (``_tunnel``), with the bytes the
-   client sent after its request going first.
+   target's become the two sides of the relay's ``Link`` (the one copy loop
+   of every relay: flow control, half-close, idle time), with the bytes the
+   client sent after its request going first. ``ProxyProtocol`` is a
+   ``RelayProtocol`` whose sink reads the handshake until then, so the
+   tunnel's read path is exactly the relay's.
 
 HTTP requests with an absolute ``http://`` URI are not tunnels: each is
 forwarded by ``_forward.Forwarding`` and the connection reads the next
@@ -444,6 +447,10 @@ class ProxyProtocol(RelayProtocol):
         except OSError as exc:
             sock.close()
             self.abort(f"{self.target}: {exc}", error=True)
+        except BaseException:
+            if self.link.sides[1].source is None:  # no transport owns it yet
+                sock.close()
+            raise
         finally:
             self._connecting = None
 
