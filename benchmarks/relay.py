@@ -457,16 +457,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         results[sc.name] = entries
         print(f"{sc.name}: {sc.description}; median of {runs} run(s), {sc.unit}")
-        print(f"  {'relay':12} {'median':>10} {'vs direct':>9} {'vs uvloop':>9}  note")
+        print(f"  {'relay':16} {'median':>10} {'vs direct':>9} {'vs uvloop':>9}  note")
         for name, e in entries.items():
             if e.get("status") == "ok":
                 ratios = [f"{e[k]:.2f}x" if k in e else "-" for k in ("vs_c", "vs_uvloop")]
                 print(
-                    f"  {name:12} {e['median']:10,.2f} {ratios[0]:>9} {ratios[1]:>9}"
+                    f"  {name:16} {e['median']:10,.2f} {ratios[0]:>9} {ratios[1]:>9}"
                     f"  {e.get('reason', '')}"
                 )
             else:
-                print(f"  {name:12} {e.get('status', '?'):>10}  {e.get('reason', '')}")
+                print(f"  {name:16} {e.get('status', '?'):>10}  {e.get('reason', '')}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -28,7 +28,7 @@ import functools
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypedDict, TypeVar
 
 from . import aio, sync
 from ._stream import RECEIVE_SIZE
@@ -97,6 +97,23 @@ class Proxy:
     password: str | None = None
     dns: DnsPolicy = "remote"
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+
+    @property
+    def options(self) -> _ProxyOptions:
+        """The keyword arguments of ``connect_via_proxy`` that this proxy sets."""
+        return {
+            "username": self.username,
+            "password": self.password,
+            "dns": self.dns,
+            "handshake_timeout": self.handshake_timeout,
+        }
+
+
+class _ProxyOptions(TypedDict):
+    username: str | None
+    password: str | None
+    dns: DnsPolicy
+    handshake_timeout: float | None
 
 
 class AsyncStream(Protocol):
@@ -497,6 +514,13 @@ def _target(endpoint: Endpoint) -> InetEndpoint:
     return endpoint
 
 
+def _through(proxy: Proxy, target: Endpoint) -> tuple[Endpoint | str, ProxyKind, str, int]:
+    """``connect_via_proxy``'s first arguments for ``target`` through ``proxy``."""
+    where = _target(target)
+    assert where.host is not None
+    return proxy.address, proxy.kind, where.host, where.port
+
+
 def _first_bytes(conn: sync.Connection | aio.Connection, opened: TunnelOpen, tls: bool) -> None:
     """Put the target's first bytes in ``conn``'s buffer (none allowed before TLS)."""
     if not opened.trailing_data:
@@ -530,19 +554,8 @@ def open_tunnel(
     Raises:
         As ``connect_via_proxy``; UsageError for a target that is not host:port.
     """
-    where = _target(target)
-    assert where.host is not None
     conn, opened = connect_via_proxy(
-        proxy.address,
-        proxy.kind,
-        where.host,
-        where.port,
-        username=proxy.username,
-        password=proxy.password,
-        dns=proxy.dns,
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        handshake_timeout=proxy.handshake_timeout,
+        *_through(proxy, target), connect_timeout=connect_timeout, timeout=timeout, **proxy.options
     )
     try:
         _first_bytes(conn, opened, before_tls)
@@ -561,19 +574,8 @@ async def aopen_tunnel(
     before_tls: bool = False,
 ) -> aio.Connection:
     """The asyncio twin of ``open_tunnel`` (``aio.connect(..., proxy=)``)."""
-    where = _target(target)
-    assert where.host is not None
     conn, opened = await aconnect_via_proxy(
-        proxy.address,
-        proxy.kind,
-        where.host,
-        where.port,
-        username=proxy.username,
-        password=proxy.password,
-        dns=proxy.dns,
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        handshake_timeout=proxy.handshake_timeout,
+        *_through(proxy, target), connect_timeout=connect_timeout, timeout=timeout, **proxy.options
     )
     try:
         _first_bytes(conn, opened, before_tls)
