@@ -260,3 +260,15 @@ def test_connect_errors_are_one_line_naming_the_proxy(
     text = done.stderr.decode()
     assert done.returncode in (2, 3)
     assert text == f"socketkit: error: {message.format(port=port, target=target)}\n"
+
+
+@pytest.mark.parametrize("tunnel", [[], ["--proxytunnel"]], ids=["forward", "connect"])
+def test_curl_through_a_tls_proxy(tunnel: list[str]) -> None:
+    # TLS between client and proxy (curl -x https://), from the engine.
+    with http_target() as origin, proxy_server("--tls", "--self-signed") as (_server, port):
+        done = _curl(
+            "--proxy-insecure", "-x", f"https://127.0.0.1:{port}", *tunnel,
+            f"http://127.0.0.1:{origin}/hello",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == b"hello\n"
