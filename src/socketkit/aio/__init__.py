@@ -1,5 +1,5 @@
 """asyncio I/O with the same API shape as ``socketkit.sync`` (``aclose`` for ``close``)."""
 
-from ._connection import Connection, Handler, Server, connect, connect_socket, start_server
+from ._connection import Connection, Handler, Server, connect, start_server
 
-__all__ = ["Connection", "Handler", "Server", "connect", "connect_socket", "start_server"]
+__all__ = ["Connection", "Handler", "Server", "connect", "start_server"]

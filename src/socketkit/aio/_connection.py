@@ -19,20 +19,18 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from .._closing import AsyncClosing
-from .._sockets import ConnectAttempt, Connecting, bind_socket, bound_port, local_name
+from .._sockets import aconnect_socket, bind_socket, bound_port, local_name
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
+from .._tunnel import Proxy, aopen_proxy_socket
 from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
-from ..errors import ConnectError, SocketkitError, timeout_error, translate_os_error
+from ..errors import SocketkitError, timeout_error, translate_os_error
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
 from ..tls import client_server_hostname, translate_ssl_error
-
-if TYPE_CHECKING:
-    from ..proxy_client import Proxy
 
 __all__ = ["Connection", "Handler", "Server", "connect", "start_server"]
 
@@ -205,24 +203,21 @@ async def connect(
 ) -> Connection:
     """Open a stream connection; see ``socketkit.sync.connect`` (same arguments and errors)."""
     target = as_endpoint(endpoint, default_host="127.0.0.1")
+    first = b""
     if proxy is not None:
-        from ..proxy_client import aopen_tunnel
-
-        conn = await aopen_tunnel(
+        sock, first = await aopen_proxy_socket(
             proxy,
             target,
+            family=family,
             connect_timeout=connect_timeout,
-            timeout=timeout,
             before_tls=ssl_context is not None,
         )
-        if ssl_context is not None:
-            await _start_tls(conn, ssl_context, target, server_hostname, connect_timeout)
-        return conn
-    try:
-        async with asyncio.timeout(connect_timeout):
-            sock = await connect_socket(target, family)
-    except TimeoutError as exc:
-        raise timeout_error("connect", str(target), connect_timeout) from exc
+    else:
+        try:
+            async with asyncio.timeout(connect_timeout):
+                sock = await aconnect_socket(target, family)
+        except TimeoutError as exc:
+            raise timeout_error("connect", str(target), connect_timeout) from exc
     hostname = None
     if ssl_context is not None:
         # "" is asyncio's "no name" (it insists on one without a host).
@@ -239,63 +234,10 @@ async def connect(
         if ssl_context is not None:
             raise translate_ssl_error(exc, where=str(target), role="client") from exc
         raise translate_os_error(exc, phase="connect", where=str(target)) from exc
-    return Connection(reader, writer, timeout=timeout)
-
-
-async def _start_tls(
-    conn: Connection,
-    context: SSLContext,
-    target: Endpoint,
-    server_hostname: str | None,
-    timeout: float | None,
-) -> None:
-    """TLS over an open connection (a proxy's tunnel); ``conn`` is closed if it fails."""
-    hostname = client_server_hostname(target, server_hostname) or ""
-    try:
-        async with asyncio.timeout(timeout):
-            await conn.writer.start_tls(context, server_hostname=hostname)
-    except BaseException as exc:
-        await conn.aclose()
-        if isinstance(exc, OSError):
-            raise translate_ssl_error(exc, where=str(target), role="client") from exc
-        raise
-
-
-async def connect_socket(
-    endpoint: Endpoint, family: int, *, admit: Callable[[ConnectAttempt], bool] | None = None
-) -> socket.socket:
-    """``_sockets.connect_socket`` without blocking: the same attempts, in order.
-
-    A host name is resolved in the loop's executor, as ``loop.getaddrinfo``
-    does, but through ``address.resolve`` so that an unknown host is worded
-    as in the blocking layer; an address literal needs no thread.
-
-    Args:
-        admit: says which resolved addresses may be tried (a proxy's
-            destination policy); None tries them all.
-
-    Raises:
-        ConnectError: every attempt failed, or ``admit`` let none be tried.
-        AddressError: the host does not resolve.
-    """
-    loop = asyncio.get_running_loop()
-    connecting = Connecting(endpoint, family=family)
-    if connecting.resolving:
-        attempts = await loop.run_in_executor(None, connecting.attempts)
-    else:
-        attempts = connecting.attempts()
-    tried = False
-    for attempt in attempts:
-        if admit is not None and not admit(attempt):
-            continue
-        tried = True
-        with connecting.trying(attempt) as sock:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, attempt.sockaddr)
-            return connecting.connected(attempt, sock)
-    if not tried:
-        raise ConnectError(f"cannot connect to {endpoint}: no address of it is allowed")
-    raise connecting.failure()
+    conn = Connection(reader, writer, timeout=timeout)
+    if first:
+        conn._core.feed(first)  # the target's first bytes, come with the proxy's reply
+    return conn
 
 
 #: What ``start_server`` runs for each client (and ``socketkit.server`` too).

@@ -10,15 +10,14 @@ The client side (connecting through a proxy) is ``socketkit.proxy_client``.
 """
 
 from ._policy import DestinationPolicy, DestinationRule, parse_destination_rule
-from ._server import (
+from ._server import ProxyProtocol, proxy_factory
+from ._settings import (
     DEFAULT_PROXY_CONNECT_TIMEOUT,
     DEFAULT_PROXY_HANDSHAKE_TIMEOUT,
     DEFAULT_PROXY_PORT,
     Credentials,
-    ProxyProtocol,
     ProxySettings,
     check_credentials,
-    proxy_factory,
 )
 
 __all__ = [

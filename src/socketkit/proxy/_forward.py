@@ -30,7 +30,7 @@ import h11
 from ..errors import SocketkitError
 from ..framing.http_proxy import ForwardRequest, HttpProxyServer
 from ..framing.tunnel import TunnelFailure
-from ._server import TargetUnavailable, connect_target
+from ._settings import TargetUnavailable, connect_target
 
 if TYPE_CHECKING:
     from ._server import ProxyProtocol

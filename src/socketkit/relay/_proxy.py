@@ -3,7 +3,7 @@
 The grammar (``_grammar``) keeps a proxy address as text and options;
 ``proxy_spec`` turns one into the library's ``proxy_client.Proxy``, and
 ``open_proxied`` opens the side: the handshake runs on the socket with the
-loop's non-blocking calls (``proxy_client.aopen_proxy_socket``), then the
+loop's non-blocking calls (``_tunnel.aopen_proxy_socket``), then the
 socket becomes a transport of the link like any TCP side, with the
 target's first bytes (those that came with the proxy's reply) handed on
 first.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .._tunnel import Proxy, aopen_proxy_socket
 from ..errors import AddressError
 from ..framing.tunnel import DnsPolicy, ProxyKind
-from ..proxy_client import Proxy, aopen_proxy_socket
 from ..server import ServerLog
 from ._grammar import PROXY_KINDS, RelayAddress
 from ._link import Link, SideProtocol

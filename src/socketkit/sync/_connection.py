@@ -15,12 +15,13 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from .._closing import Closing
 from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
+from .._tunnel import Proxy, open_proxy_socket
 from ..address import Endpoint, as_endpoint
 from ..errors import (
     ClosedError,
@@ -30,9 +31,6 @@ from ..errors import (
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
 from ..tls import client_server_hostname, handshake
-
-if TYPE_CHECKING:
-    from ..proxy_client import Proxy
 
 __all__ = ["Connection", "Listener", "connect", "open_listener"]
 
@@ -256,19 +254,15 @@ def connect(
         SocketTimeoutError: no answer within ``connect_timeout``.
     """
     target = as_endpoint(endpoint, default_host="127.0.0.1")
+    first = b""
     if proxy is not None:
-        from ..proxy_client import open_tunnel
-
-        conn = open_tunnel(
+        sock, first = open_proxy_socket(
             proxy,
             target,
+            family=family,
             connect_timeout=connect_timeout,
-            timeout=timeout,
             before_tls=ssl_context is not None,
         )
-        if ssl_context is None:
-            return conn
-        sock = conn.socket
     else:
         sock = connect_socket(target, family=family, timeout=connect_timeout)
     if ssl_context is not None:
@@ -280,7 +274,10 @@ def connect(
             server_hostname=client_server_hostname(target, server_hostname),
             timeout=connect_timeout,
         )
-    return Connection(sock, timeout=timeout)
+    conn = Connection(sock, timeout=timeout)
+    if first:
+        conn._core.feed(first)  # the target's first bytes, come with the proxy's reply
+    return conn
 
 
 def open_listener(
