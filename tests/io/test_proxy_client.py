@@ -218,7 +218,10 @@ def test_connect_via_proxy_failures_close_the_connection() -> None:
         connect_via_proxy("127.0.0.1:9", ProxyKind.SOCKS5, "no-such-host.invalid", 80, dns="local")
     with (
         proxy_server(failure=TunnelFailure.NOT_ALLOWED) as (port, _log),
-        pytest.raises(ProxyRefusedError, match=r"^HTTP proxy 127\.0\.0\.1:\d+ refused CONNECT example\.com:80: 403"),
+        pytest.raises(
+            ProxyRefusedError,
+            match=r"^HTTP proxy 127\.0\.0\.1:\d+ refused CONNECT example\.com:80: 403",
+        ),
     ):
         connect_via_proxy(f"127.0.0.1:{port}", ProxyKind.HTTP, "example.com", 80)
     # The descriptor fixture checks that the refused connection was closed.

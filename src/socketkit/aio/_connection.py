@@ -17,12 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import TYPE_CHECKING, TypeVar
 
 from .._closing import AsyncClosing
-from .._sockets import ConnectAttempt, Connecting, bind_socket, bound_port, local_name
+from .._sockets import (
+    CONNECT_RETRY_INTERVAL,
+    ConnectAttempt,
+    Connecting,
+    bind_socket,
+    bound_port,
+    local_name,
+    retry_refused,
+)
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
@@ -201,6 +210,7 @@ async def connect(
     timeout: float | None = DEFAULT_IO_TIMEOUT,
     ssl_context: SSLContext | None = None,
     server_hostname: str | None = None,
+    wait_for_server: float = 0.0,
     proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection; see ``socketkit.sync.connect`` (same arguments and errors)."""
@@ -218,11 +228,18 @@ async def connect(
         if ssl_context is not None:
             await _start_tls(conn, ssl_context, target, server_hostname, connect_timeout)
         return conn
-    try:
-        async with asyncio.timeout(connect_timeout):
-            sock = await connect_socket(target, family)
-    except TimeoutError as exc:
-        raise timeout_error("connect", str(target), connect_timeout) from exc
+    deadline = time.monotonic() + wait_for_server
+    while True:
+        try:
+            async with asyncio.timeout(connect_timeout):
+                sock = await connect_socket(target, family)
+            break
+        except TimeoutError as exc:
+            raise timeout_error("connect", str(target), connect_timeout) from exc
+        except ConnectError as exc:
+            if not retry_refused(exc, deadline):
+                raise
+        await asyncio.sleep(CONNECT_RETRY_INTERVAL)
     hostname = None
     if ssl_context is not None:
         # "" is asyncio's "no name" (it insists on one without a host).
