@@ -139,7 +139,7 @@ def test_readme_line_works_as_pasted(line: str, workdir: Path) -> None:
     if kind == "server":
         with _shell(run, workdir) as proc:
             port = next(p for p in ports.values() if str(p) in run.split(" tcp:")[0])
-            if any(f" {c}" in run for c in LECTURE_COMMANDS):
+            if any(f" {c}" in run for c in (*LECTURE_COMMANDS, "proxy")):
                 # Its ready line: printed once it handles signals too (a
                 # bound socket accepts connections a moment earlier).
                 proc.search(r"listening on port")
