@@ -7,8 +7,40 @@ engine (``socketkit.server``).
 """
 
 from . import errors
-from .address import Endpoint, InetEndpoint, UnixEndpoint, parse_endpoint, parse_port, resolve
 from .errors import SocketkitError
+
+# Not ``typing.TYPE_CHECKING``: importing typing alone costs milliseconds of
+# start-up; mypy reads any constant of that name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .address import (
+        Endpoint,
+        InetEndpoint,
+        UnixEndpoint,
+        parse_endpoint,
+        parse_port,
+        resolve,
+    )
+
+#: Loaded on first use, so that starting the ``socketkit`` command imports
+#: next to nothing before it can handle Ctrl-C (see ``socketkit.__main__``).
+_FROM_ADDRESS = {
+    "Endpoint",
+    "InetEndpoint",
+    "UnixEndpoint",
+    "parse_endpoint",
+    "parse_port",
+    "resolve",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_ADDRESS:
+        from . import address
+
+        return getattr(address, name)
+    raise AttributeError(f"module 'socketkit' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -26,6 +26,7 @@ import os
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ from .errors import (
 )
 
 __all__ = [
+    "CONNECT_RETRY_INTERVAL",
     "MAX_UDP_PAYLOAD",
     "ConnectAttempt",
     "Connecting",
@@ -59,6 +61,7 @@ __all__ = [
     "local_name",
     "peer_name",
     "plain_sockets",
+    "retry_refused",
     "set_socket_factory",
 ]
 
@@ -396,6 +399,20 @@ def connect_socket(
             sock.settimeout(None)
             return connecting.connected(attempt, sock)
     raise connecting.failure()
+
+
+#: Seconds between two connects while waiting for a server that is starting.
+CONNECT_RETRY_INTERVAL = 0.05
+
+
+def retry_refused(exc: ConnectError, deadline: float) -> bool:
+    """Whether a failed connect is worth another try before ``deadline`` (monotonic).
+
+    Only a refusal is: nobody listens yet (ECONNREFUSED), or a Unix socket's
+    file is not there yet (ENOENT). Anything else fails at once.
+    """
+    refused = exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
+    return refused and time.monotonic() + CONNECT_RETRY_INTERVAL <= deadline
 
 
 async def aconnect_socket(

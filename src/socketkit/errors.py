@@ -10,7 +10,7 @@ once, prints ``str(exc)`` and exits with ``exc.exit_code``::
     ├── SettingError (ValueError)       exit 2   a setting the library does not know or take
     ├── AddressError (ValueError)       exit 2   malformed endpoint, bad port
     │   └── HostNotFoundError           exit 2   name resolution failed
-    ├── ConnectError (ConnectionError)  exit 3   refused, unreachable
+    ├── ConnectError (ConnectionError)  exit 3   refused, unreachable (also a UDP port)
     │   ├── TLSError                    exit 3   TLS handshake or certificate verification failed
     │   └── ProxyError                  exit 3   a SOCKS or HTTP proxy did not open the tunnel
     │       ├── ProxyRefusedError       exit 3   the proxy refused (not allowed, general failure)
@@ -295,7 +295,9 @@ def translate_os_error(exc: OSError, *, phase: str, where: str) -> SocketkitErro
         too_large.errno = code  # FramingError's constructor takes no errno
         return too_large
     if code in (_errno.ECONNREFUSED,):
-        return BrokenError(
+        # ICMP port unreachable for a datagram: the same as a refused
+        # connection to the user (exit 3), whatever call reported it.
+        return ConnectError(
             f"{phase}: {where} refused the datagram (is a server listening?)", errno=code
         )
     if code in (_errno.ECONNRESET, _errno.EPIPE, _errno.ECONNABORTED, _errno.ENOTCONN) or (

@@ -84,12 +84,34 @@ class TLSSettings:
     self_signed: bool = False
 
 
+def _pem_lacks(path: str, label: str) -> bool:
+    """True when the file at ``path`` is readable and has no ``-----BEGIN ...label``
+    block (OpenSSL's own error for it is a bare "PEM lib")."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return not any(
+        line.startswith(b"-----BEGIN ") and label.encode() in line for line in text.splitlines()
+    )
+
+
 def _load_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str | None) -> None:
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except FileNotFoundError as exc:
         raise SettingError(f"TLS: cannot read {exc.filename or certfile}: no such file") from exc
     except (ssl.SSLError, OSError) as exc:
+        # Say which file lacks what: OpenSSL only says "PEM lib".
+        if _pem_lacks(certfile, "CERTIFICATE"):
+            raise UsageError(f"TLS: {certfile} holds no certificate (PEM)") from exc
+        if keyfile is None and _pem_lacks(certfile, "PRIVATE KEY"):
+            raise UsageError(
+                f"TLS: {certfile} holds no private key: give it with --key FILE (key= in a relay)"
+            ) from exc
+        if keyfile is not None and _pem_lacks(keyfile, "PRIVATE KEY"):
+            raise UsageError(f"TLS: {keyfile} holds no private key (PEM)") from exc
         what = certfile if keyfile is None else f"{certfile} / {keyfile}"
         raise SettingError(
             f"TLS: cannot load certificate and key from {what}: {_reason(exc)}"
@@ -203,7 +225,7 @@ def self_signed_pem(hostnames: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
         from cryptography.x509.oid import NameOID
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise UsageError(
-            "TLS: --self-signed needs the 'cryptography' package (pip install socketkit[tls])"
+            "TLS: --self-signed needs the 'cryptography' package (pip install cryptography)"
         ) from exc
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]

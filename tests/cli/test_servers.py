@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, run_cli, start_server
+from helpers import LOOPBACK_TIMEOUT, free_port, run_cli, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,3 +108,50 @@ def test_json_log_format() -> None:
         events = [json.loads(line) for line in server.out.splitlines()]
         assert [e["event"] for e in events] == ["listening", "connected", "received"]
         assert events[2]["text"] == "Received: Hello from client"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_long_datagram_is_cut_on_the_text_line_only(log_format: str) -> None:
+    # The JSON line holds all of it: small enough for the pipe this test
+    # reads only after the exchange.
+    payload = bytes(range(97, 123)) * (2519 if log_format == "text" else 200)
+    args = ["udp-server", "--host", "127.0.0.1", "-p", "0", "--once"]
+    with start_server(*args, "--log-format", log_format) as srv:
+        port = int(srv.search(r'(?:port |"address": "127\.0\.0\.1:)(\d+)').group(1))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(LOOPBACK_TIMEOUT)
+            s.sendto(payload, ("127.0.0.1", port))
+            assert s.recv(100) == b"Message received"
+        assert srv.wait() == 0
+    if log_format == "text":
+        line = srv.out.splitlines()[1]
+        assert line == f"Received: {payload[:1023].decode()}... (65494 bytes in all)"
+        assert len(payload) == 65494
+    else:
+        events = [json.loads(line) for line in srv.out.splitlines()]
+        received = next(e for e in events if e["event"] == "received")
+        assert received["text"] == f"Received: {payload.decode()}"
+
+
+def test_server_host_may_carry_the_port() -> None:
+    port = free_port()
+    with start_server("tcp-server", "--host", f"127.0.0.1:{port}", "--once") as srv:
+        assert srv.port() == port
+        assert run_cli("tcp-client", f"127.0.0.1:{port}").code == 0
+        assert srv.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["--host", "::1:9000"], "ambiguous host '::1:9000': write [::1]:9000 for port 9000"),
+        (["--host", "127.0.0.1:9000", "-p", "9001"], "give the port once"),
+    ],
+)
+@pytest.mark.parametrize("command", ["tcp-server", "udp-server"])
+def test_server_host_values_are_understood_or_refused(
+    command: str, argv: list[str], text: str
+) -> None:
+    result = run_cli(command, *argv)
+    assert result.code == 2
+    assert result.err.startswith("socketkit: error: ") and text in result.err

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from iosupport import LOOPBACK_TIMEOUT, SHORT_TIMEOUT, AioFacade, AioRunner, Bac
 from test_stream_conformance import Pair, pair  # noqa: F401  (the six-flavour fixture)
 
 from socketkit import aio, sync
+from socketkit._sockets import retry_refused
 from socketkit.errors import ConnectError, SocketTimeoutError, TLSError, UnsupportedError
 from socketkit.tls import TLSSettings, client_context, self_signed_pem, server_context
 
@@ -182,3 +185,63 @@ def test_send_timeout_says_how_much_was_sent(pair: Pair) -> None:  # noqa: F811
     assert message.endswith(f" of {total} bytes sent)"), message
     sent = int(message.rsplit("(", 1)[1].split(" ")[0])
     assert 0 < sent < total
+
+
+# -- a server that is still starting -------------------------------------------------
+
+
+def _connect_then_listen(connect: Callable[[int], str]) -> str:
+    """Start ``connect(port)`` while nobody listens on ``port``, then listen.
+
+    The client starts first and is refused (the probe shows the port refuses)
+    until the listener opens; with ``wait_for_server`` it must get through.
+    """
+    listener = socket.socket()
+    with listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        task = Background(lambda: connect(port))
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT).close()
+        listener.listen(1)
+        listener.settimeout(LOOPBACK_TIMEOUT)
+        peer, _ = listener.accept()
+        peer.close()
+        result: str = task.result()
+    return result
+
+
+def test_connect_waits_for_a_server_that_is_starting_sync_and_aio() -> None:
+    def with_sync(port: int) -> str:
+        with sync.connect(f"127.0.0.1:{port}", wait_for_server=LOOPBACK_TIMEOUT) as conn:
+            return conn.peer
+
+    async def with_aio(port: int) -> str:
+        conn = await aio.connect(f"127.0.0.1:{port}", wait_for_server=LOOPBACK_TIMEOUT)
+        await conn.aclose()
+        return conn.peer
+
+    for connect in (with_sync, lambda port: asyncio.run(with_aio(port))):
+        assert _connect_then_listen(connect).startswith("127.0.0.1:")
+
+
+def test_only_a_refusal_is_retried_and_only_until_the_deadline() -> None:
+    refused = ConnectError("refused", errno=errno.ECONNREFUSED)
+    no_file = ConnectError("no socket file", errno=errno.ENOENT)
+    unreachable = ConnectError("unreachable", errno=errno.ENETUNREACH)
+    later = time.monotonic() + 60
+    assert retry_refused(refused, later) and retry_refused(no_file, later)
+    assert not retry_refused(unreachable, later)
+    assert not retry_refused(refused, time.monotonic())
+
+
+def test_connect_without_wait_fails_at_once_when_refused() -> None:
+    probe = socket.socket()
+    with probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        with pytest.raises(ConnectError) as sync_err:
+            sync.connect(f"127.0.0.1:{port}")
+        with pytest.raises(ConnectError) as aio_err:
+            asyncio.run(aio.connect(f"127.0.0.1:{port}"))
+    assert str(sync_err.value) == str(aio_err.value)

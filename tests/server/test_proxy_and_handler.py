@@ -103,3 +103,27 @@ def test_echo_after_proxy_header_counts_and_echoes_the_rest() -> None:
             assert s.recv(100) == b"later"
         assert srv.terminate() == 0
     assert "bytes_out 16," in srv.err
+
+
+_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+
+
+@pytest.mark.parametrize("access", [["--allow", "203.0.113.0/24"], ["--deny", "127.0.0.0/8"]])
+@pytest.mark.parametrize(
+    "header", [b"PROXY UNKNOWN\r\n", _V2_LOCAL], ids=["v1-unknown", "v2-local"]
+)
+def test_proxy_header_without_source_is_judged_by_the_real_peer(
+    access: list[str], header: bytes
+) -> None:
+    """A header naming no client (a balancer's health check) cannot bypass --allow/--deny:
+    the connection's own address is checked instead."""
+    args = ["tcp-server", "--proxy-protocol", "--host", "127.0.0.1", "-p", "0", *access]
+    with start_server(*args) as srv:
+        port = srv.port()
+        with socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT) as s:
+            s.settimeout(LOOPBACK_TIMEOUT)
+            s.sendall(header + b"Hello\n")
+            assert s.recv(100) == b""
+        assert srv.terminate() == 0
+    assert "refused" in srv.err
+    assert "Received:" not in srv.out

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -17,7 +18,7 @@ from socketkit.framing import LengthPrefixedCodec, LineCodec
 from socketkit.server._services import chargen_line
 from socketkit.sync import connect, open_datagram_client
 
-from helpers import LOOPBACK_TIMEOUT, start_server
+from helpers import LOOPBACK_TIMEOUT, socketkit_argv, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -232,3 +233,51 @@ def test_workers_share_the_port() -> None:
         served = [int(n) for n in re.findall(r"worker \d: summary: connections (\d+)", srv.err)]
         assert sorted(served) != [0, 40] and sum(served) == 40, srv.err
         assert len(served) == 2
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until no process is left in the process group (polled with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)  # the poll interval, not a synchronisation
+    return False
+
+
+def test_workers_stop_when_the_parent_is_killed() -> None:
+    args = ["tcp-server", "--service", "echo", "--workers", "2", "--host", "127.0.0.1"]
+    with start_server(*args, "-p", "0") as srv:
+        port = int(srv.wait_for(r"listening on port (\d+) \(2 workers\)").group(1))
+        pgid = srv.proc.pid  # the server leads its own session
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(LOOPBACK_TIMEOUT)
+        assert _group_gone(pgid, LOOPBACK_TIMEOUT), "workers outlived their parent"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), LOOPBACK_TIMEOUT).close()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(["--workers", "2"], ["--workers", "2"]), ([], ["--workers", "2"]), (["--workers", "2"], [])],
+    ids=["workers-then-workers", "plain-then-workers", "workers-then-plain"],
+)
+def test_a_port_another_server_holds_is_refused(first: list[str], second: list[str]) -> None:
+    base = ["tcp-server", "--host", "127.0.0.1", "-q"]
+    with start_server(*base, "-p", "0", *first) as srv:
+        port = int(srv.wait_for(r"listening on port (\d+)").group(1))
+        result = subprocess.run(
+            socketkit_argv(*base, "-p", str(port), *second),
+            capture_output=True,
+            text=True,
+            timeout=LOOPBACK_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 4, result
+        assert result.stderr == (
+            f"socketkit: error: address already in use: 127.0.0.1:{port} "
+            "(another server is running there?)\n"
+        )
+        assert srv.terminate() == 0

@@ -98,4 +98,22 @@ def test_self_signed_and_insecure(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tls_options_need_tls() -> None:
     result = run_cli("tcp-client", "--insecure")
     assert result.code == 2
-    assert result.err.strip() == "--insecure needs --tls"
+    assert result.err.strip() == "socketkit: error: --insecure needs --tls"
+
+
+@pytest.mark.parametrize(
+    ("files", "text"),
+    [
+        (("chain",), "{chain} holds no private key: give it with --key FILE (key= in a relay)"),
+        (("chain", "chain"), "{chain} holds no private key (PEM)"),
+        (("key", "key"), "{key} holds no certificate (PEM)"),
+    ],
+    ids=["cert-without-key", "key-file-without-key", "cert-file-without-cert"],
+)
+def test_pem_file_lacking_a_part_says_which(
+    pki: dict[str, str], files: tuple[str, ...], text: str
+) -> None:
+    args = ["--cert", pki[files[0]]] + (["--key", pki[files[1]]] if len(files) > 1 else [])
+    result = run_cli("tcp-server", "--tls", *args, "-p", "0", "--once")
+    assert result.code == 2
+    assert result.err == f"socketkit: error: TLS: {text.format(**pki)}\n"

@@ -143,7 +143,7 @@ def test_evidence_is_carried() -> None:
         (errno.ECONNRESET, "send", BrokenError, "broken during send"),
         (errno.EPIPE, "send", BrokenError, "broken during send"),
         (errno.ECONNABORTED, "accept", BrokenError, "broken during accept"),
-        (errno.ECONNREFUSED, "receive", BrokenError, "refused the datagram"),
+        (errno.ECONNREFUSED, "receive", ConnectError, "refused the datagram"),
         (errno.EMSGSIZE, "send", MessageTooLargeError, f"too large for one datagram to {WHERE}"),
         (errno.EBADF, "send", SocketkitError, f"send on {WHERE} failed"),
     ],

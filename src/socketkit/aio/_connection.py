@@ -17,17 +17,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import TypeVar
 
 from .._closing import AsyncClosing
-from .._sockets import aconnect_socket, bind_socket, bound_port, local_name
+from .._sockets import (
+    CONNECT_RETRY_INTERVAL,
+    aconnect_socket,
+    bind_socket,
+    bound_port,
+    local_name,
+    retry_refused,
+)
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
 from .._tunnel import Proxy, aopen_proxy_socket
 from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
-from ..errors import SocketkitError, timeout_error, translate_os_error
+from ..errors import ConnectError, SocketkitError, timeout_error, translate_os_error
 from ..framing import Codec, LineCodec
 from ..framing.codecs import DEFAULT_MAX_LINE_LENGTH
 from ..tls import client_server_hostname, translate_ssl_error
@@ -199,6 +207,7 @@ async def connect(
     timeout: float | None = DEFAULT_IO_TIMEOUT,
     ssl_context: SSLContext | None = None,
     server_hostname: str | None = None,
+    wait_for_server: float = 0.0,
     proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection; see ``socketkit.sync.connect`` (same arguments and errors)."""
@@ -213,11 +222,18 @@ async def connect(
             before_tls=ssl_context is not None,
         )
     else:
-        try:
-            async with asyncio.timeout(connect_timeout):
-                sock = await aconnect_socket(target, family)
-        except TimeoutError as exc:
-            raise timeout_error("connect", str(target), connect_timeout) from exc
+        deadline = time.monotonic() + wait_for_server
+        while True:
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    sock = await aconnect_socket(target, family)
+                break
+            except TimeoutError as exc:
+                raise timeout_error("connect", str(target), connect_timeout) from exc
+            except ConnectError as exc:
+                if not retry_refused(exc, deadline):
+                    raise
+            await asyncio.sleep(CONNECT_RETRY_INTERVAL)
     hostname = None
     if ssl_context is not None:
         # "" is asyncio's "no name" (it insists on one without a host).

@@ -116,6 +116,8 @@ class BenchConfig:
         udp_counters_64bit: 64-bit UDP sequence numbers.
         simulate_loss: fraction of datagrams the sender skips on purpose (tests).
         seed: seed for ``simulate_loss``.
+        wait_for_server: seconds during which a refused first connect is tried
+            again (a server that is still starting).
     """
 
     host: str = "127.0.0.1"
@@ -134,6 +136,7 @@ class BenchConfig:
     omit: int = 0
     depth: int = 1
     interval: float = 1.0
+    wait_for_server: float = 0.0
     get_server_output: bool = False
     udp_counters_64bit: bool = False
     simulate_loss: float = 0.0
@@ -280,6 +283,7 @@ class _Test:
                 family=config.family,
                 connect_timeout=CONTROL_TIMEOUT,
                 timeout=CONTROL_TIMEOUT,
+                wait_for_server=config.wait_for_server,
             )
             cleanup.callback(control.close)
             self._hello(control)
@@ -474,6 +478,7 @@ def _run_latency(
                 family=config.family,
                 connect_timeout=CONTROL_TIMEOUT,
                 timeout=CONTROL_TIMEOUT,
+                wait_for_server=config.wait_for_server,
             )
             cleanup.callback(conn.close)
             conns.append(conn)

@@ -7,6 +7,7 @@ Types raise ``argparse.ArgumentTypeError`` with our one-line messages, so
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import TextIO
@@ -38,6 +39,8 @@ __all__ = [
     "port_number",
     "positive_int",
     "server_endpoint",
+    "split_host",
+    "wait_seconds",
 ]
 
 
@@ -84,6 +87,17 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def wait_seconds(text: str) -> float | None:
+    """A ``-w`` timeout: seconds, where 0 means no time limit (None), as in connect and relay.
+
+    A zero timeout taken literally would make every blocking call fail at
+    once (a TCP connect reports "operation now in progress"), so 0 means
+    what netcat users mean by it: wait as long as the system does.
+    """
+    value = nonnegative_float(text)
+    return None if value == 0 else value
+
+
 def positive_float(text: str) -> float:
     value = nonnegative_float(text)
     if value == 0:
@@ -115,14 +129,22 @@ def add_trace_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_address_options(
-    parser: argparse.ArgumentParser, host_default: str | None, host_help: str
+    parser: argparse.ArgumentParser, host_default: str | None, host_help: str, *, client: bool
 ) -> None:
-    parser.add_argument("--host", default=host_default, help=host_help)
+    if client:
+        # The same positional HOST [PORT] as connect and bench client.
+        parser.add_argument(
+            "host_arg", metavar="HOST", nargs="?", help=f"{host_help}; same as --host"
+        )
+        parser.add_argument(
+            "port_arg", metavar="PORT", nargs="?", type=port_number, help="same as -p"
+        )
+    parser.add_argument("--host", default=None if client else host_default, help=host_help)
     parser.add_argument(
         "-p",
         "--port",
         type=port_number,
-        default=DEFAULT_PORT,
+        default=None,  # DEFAULT_PORT unless the port comes with the host
         help=f"port (default {DEFAULT_PORT})",
     )
     family = parser.add_mutually_exclusive_group()
@@ -131,7 +153,12 @@ def _add_address_options(
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, stream: bool) -> None:
-    _add_address_options(parser, None, "address to bind (default: every interface, dual-stack)")
+    _add_address_options(
+        parser,
+        None,
+        "address to bind, or HOST:PORT (default: every interface, dual-stack)",
+        client=False,
+    )
     parser.add_argument(
         "--unix",
         metavar="PATH",
@@ -152,10 +179,27 @@ def add_server_options(parser: argparse.ArgumentParser, *, stream: bool) -> None
     add_common_options(parser)
 
 
+def add_wait_for_server(parser: argparse.ArgumentParser) -> None:
+    """``--wait-for-server S``: the clients' connect retry for a server still starting."""
+    parser.add_argument(
+        "--wait-for-server",
+        type=nonnegative_float,
+        default=0.0,
+        metavar="S",
+        help="retry a refused connect for up to S seconds, for a server still "
+        "starting (`server & client` on one line)",
+    )
+
+
 def add_client_options(
     parser: argparse.ArgumentParser, *, stream: bool, default_message: bytes
 ) -> None:
-    _add_address_options(parser, DEFAULT_HOST, f"server host (default {DEFAULT_HOST})")
+    _add_address_options(
+        parser,
+        DEFAULT_HOST,
+        f"server host, HOST:PORT or [IPV6]:PORT (default {DEFAULT_HOST})",
+        client=True,
+    )
     parser.add_argument(
         "--unix",
         metavar="PATH",
@@ -171,8 +215,14 @@ def add_client_options(
     parser.add_argument(
         "--count", type=positive_int, default=1, help="send N messages, print N replies"
     )
+    if stream:
+        add_wait_for_server(parser)
     parser.add_argument(
-        "-w", "--timeout", type=nonnegative_float, default=5.0, help="seconds to wait (default 5)"
+        "-w",
+        "--timeout",
+        type=wait_seconds,
+        default=5.0,
+        help="seconds to wait for each step (default 5; 0: no limit)",
     )
     add_common_options(parser)
 
@@ -188,22 +238,91 @@ def server_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
         if args.ipv4 or args.ipv6 or args.host:
             raise UsageError("--unix cannot be combined with --host, -4 or -6")
         return UnixEndpoint(args.unix), socket.AF_UNSPEC
-    return InetEndpoint(args.host or None, args.port), _family(args)
+    if not args.host:
+        port = DEFAULT_PORT if args.port is None else args.port
+        return InetEndpoint(None, port), _family(args)
+    host, port_in_host = split_host(args.host)
+    return InetEndpoint(host, _one_port(port_in_host, args.port)), _family(args)
+
+
+def _one_port(*given: int | None) -> int:
+    """The port given in one of several places (HOST:PORT, PORT, -p), or 8080.
+
+    Raises:
+        UsageError: given in more than one place.
+    """
+    ports = [p for p in given if p is not None]
+    if len(ports) > 1:
+        raise UsageError(
+            "give the port once: as PORT, -p PORT or HOST:PORT, not "
+            + " and ".join(str(p) for p in ports)
+        )
+    return ports[0] if ports else DEFAULT_PORT
+
+
+def split_host(text: str) -> tuple[str, int | None]:
+    """A host as a user types it, with or without a port: ``HOST``, ``HOST:PORT``,
+    ``[V6]``, ``[V6]:PORT`` or a bare IPv6 address (``fe80::1``).
+
+    ``::1:9000`` is both an IPv6 address and ``::1`` with port 9000: it is
+    refused with the two ways of writing what was meant, never guessed.
+
+    Raises:
+        UsageError: empty, unbalanced brackets, ambiguous, or a bad port.
+    """
+    text = text.strip()
+    if not text or text == "[]":
+        raise UsageError("the host must not be empty")
+    try:
+        if text.startswith("["):
+            host, close, rest = text[1:].partition("]")
+            if not close or not host or (rest and not rest.startswith(":")):
+                raise UsageError(f"invalid host {text!r}: expected [IPV6] or [IPV6]:PORT")
+            return host, parse_port(rest[1:]) if rest else None
+        if text.count(":") == 1:
+            host, _, port = text.partition(":")
+            if not host:
+                raise UsageError(f"invalid host {text!r}: expected HOST:PORT")
+            return host, parse_port(port)
+        head, colon, tail = text.rpartition(":")
+        if colon and tail.isdigit() and _is_ip_address(head):
+            raise UsageError(
+                f"ambiguous host {text!r}: write [{head}]:{tail} for port {tail} "
+                f"of {head}, or [{text}] for the address {text}"
+            )
+    except AddressError as exc:
+        raise UsageError(str(exc)) from None
+    return text, None
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def client_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
-    """The endpoint a client talks to and the address family, from its options."""
+    """The endpoint a client talks to and the address family, from its options.
+
+    The host comes from HOST or ``--host`` (one of them), the port from PORT,
+    ``-p`` or the host's own ``:PORT`` (one of them); port 0 is refused,
+    since no server listens there.
+    """
+    if args.host_arg is not None and args.host is not None:
+        raise UsageError(f"give the host once: {args.host_arg!r} or --host {args.host!r}")
+    host_text = args.host_arg if args.host_arg is not None else args.host
     if args.unix:
         require_unix_sockets()
-        if args.ipv4 or args.ipv6:
-            raise UsageError("--unix cannot be combined with -4 or -6")
+        if args.ipv4 or args.ipv6 or host_text is not None or args.port_arg is not None:
+            raise UsageError("--unix cannot be combined with HOST, PORT, --host, -4 or -6")
         return UnixEndpoint(args.unix), socket.AF_UNSPEC
-    host = args.host
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host:
-        raise UsageError("--host must not be empty")
-    return InetEndpoint(host, args.port), _family(args)
+    host, port_in_host = split_host(DEFAULT_HOST if host_text is None else host_text)
+    port = _one_port(port_in_host, args.port_arg, args.port)
+    if port == 0:
+        raise UsageError("port 0: a client needs the server's port, from 1 to 65535")
+    return InetEndpoint(host, port), _family(args)
 
 
 def add_access_options(parser: argparse.ArgumentParser) -> None:

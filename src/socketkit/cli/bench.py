@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from ..errors import UsageError
-from ._common import Env, add_common_options, nonnegative_float, port_number, positive_int
+from ._common import (
+    Env,
+    add_common_options,
+    add_wait_for_server,
+    nonnegative_float,
+    port_number,
+    positive_int,
+)
 from ._flags import family_from_flags
 
 __all__ = ["add_parsers"]
@@ -157,6 +164,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     client.add_argument("--plot", metavar="FILE.png", help="save a plot (needs matplotlib)")
     client.add_argument("--simulate-loss", type=fraction, default=0.0, help=argparse.SUPPRESS)
     client.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    add_wait_for_server(client)
     _shared(client)
     client.set_defaults(run=run_client)
 
@@ -248,6 +256,7 @@ def run_client(args: argparse.Namespace, env: Env) -> int:
         udp_counters_64bit=args.udp_counters_64bit,
         simulate_loss=args.simulate_loss,
         seed=args.seed,
+        wait_for_server=args.wait_for_server,
     )
     config.check()  # refuse -u -l 70000 and the like before connecting
     if mode == "latency" and config.duration == 0:

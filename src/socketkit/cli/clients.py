@@ -47,6 +47,7 @@ def _config(args: argparse.Namespace) -> ClientConfig:
         count=args.count,
         timeout=args.timeout,
         retries=getattr(args, "retries", 0),
+        wait_for_server=getattr(args, "wait_for_server", 0.0),
     )
 
 

@@ -36,8 +36,9 @@ from ._common import (
     add_access_options,
     add_common_options,
     positive_float,
-    server_endpoint,
+    split_host,
 )
+from ._flags import family_from_flags
 from ._tls import add_tls_arguments, context_from_args
 from .servers import accept_filter, add_engine_options, engine_limits, server_log
 
@@ -70,9 +71,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     """Every option of ``socketkit proxy``."""
     _add_address_options(
-        parser, DEFAULT_PROXY_HOST, f"address to bind (default {DEFAULT_PROXY_HOST})"
+        parser,
+        DEFAULT_PROXY_HOST,
+        f"address to bind, or HOST:PORT (default {DEFAULT_PROXY_HOST} port {DEFAULT_PROXY_PORT})",
+        client=False,
     )
-    parser.set_defaults(port=DEFAULT_PROXY_PORT, unix=None)
     parser.add_argument(
         "--auth",
         metavar="USER:PASS",
@@ -183,9 +186,18 @@ def serve_proxy(
     return 0
 
 
+def _endpoint(args: argparse.Namespace) -> InetEndpoint:
+    """Where ``socketkit proxy`` listens: ``--host`` (maybe HOST:PORT) and ``-p``, or 1080."""
+    host, port_in_host = split_host(args.host)
+    if port_in_host is not None and args.port is not None:
+        raise UsageError("give the port once: as -p PORT or --host HOST:PORT")
+    port = port_in_host if port_in_host is not None else args.port
+    return InetEndpoint(host or None, DEFAULT_PROXY_PORT if port is None else port)
+
+
 def run_proxy(args: argparse.Namespace, env: Env) -> int:
-    endpoint, family = server_endpoint(args)
-    assert isinstance(endpoint, InetEndpoint)
+    endpoint = _endpoint(args)
+    family = family_from_flags(args.ipv4, args.ipv6)
     pair = credentials(args.auth)
     settings = ProxySettings(
         authenticate=check_credentials(*pair) if pair else None,

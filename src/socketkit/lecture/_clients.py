@@ -26,7 +26,7 @@ from ..address import DEFAULT_HOST, DEFAULT_PORT, Endpoint, InetEndpoint
 from ..errors import BrokenError
 from ..framing import LineCodec
 from ..server._log import show_message
-from ..sync import connect, open_datagram_client
+from ..sync import Connection, connect, open_datagram_client
 
 __all__ = ["TCP_MESSAGE", "UDP_MESSAGE", "ClientConfig", "run_tcp_client", "run_udp_client"]
 
@@ -44,11 +44,28 @@ class ClientConfig:
     family: int = socket.AF_UNSPEC
     message: bytes | None = None
     count: int = 1
-    timeout: float = 5.0
+    #: Seconds each step may take; None: no limit.
+    timeout: float | None = 5.0
     retries: int = 2
     max_reply_size: int = 64 * 1024
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    #: Seconds during which a refused connect is tried again (a server that
+    #: is starting); 0: fail at once.
+    wait_for_server: float = 0.0
+
+
+def _connect(config: ClientConfig) -> Connection:
+    """Connect; while ``wait_for_server`` lasts, a refused connect is retried."""
+    return connect(
+        config.endpoint,
+        family=config.family,
+        connect_timeout=config.timeout,
+        timeout=config.timeout,
+        ssl_context=config.ssl_context,
+        server_hostname=config.server_hostname,
+        wait_for_server=config.wait_for_server,
+    )
 
 
 def run_tcp_client(
@@ -62,14 +79,7 @@ def run_tcp_client(
     """
     message = TCP_MESSAGE if config.message is None else config.message
     reply_codec = LineCodec(config.max_reply_size)
-    with connect(
-        config.endpoint,
-        family=config.family,
-        connect_timeout=config.timeout,
-        timeout=config.timeout,
-        ssl_context=config.ssl_context,
-        server_hostname=config.server_hostname,
-    ) as conn:
+    with _connect(config) as conn:
         if verbose and err is not None:
             err.write(f"connected to {conn.peer} from {conn.local}\n")
         for i in range(config.count):

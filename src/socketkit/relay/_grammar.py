@@ -41,6 +41,16 @@ other side), ``reuseaddr`` (accepted for socat users; always on), ``4``/``6``
 (address family), ``backlog=N``; TLS: ``cert=``, ``key=``, ``cafile=``,
 ``verify=0|1``, ``sni=NAME``, ``alpn=P1:P2``, ``self-signed``.
 
+socat's names are understood too (case-insensitive, as socat reads them),
+for the same addresses: ``TCP4:``/``TCP6:`` (``tcp:`` with option 4/6),
+``TCP-CONNECT:``, ``TCP4-LISTEN:``/``TCP6-LISTEN:``/``TCP-L:``, the same for
+UDP, ``UNIX-CONNECT:``, ``UNIX-L:``, ``OPENSSL:``/``OPENSSL-CONNECT:``/``SSL:``
+(``tls:``), ``OPENSSL-LISTEN:``/``SSL-L:`` (``tls-listen:``), ``STDIO``,
+``SYSTEM:CMD`` (``exec`` through ``/bin/sh -c``); options ``bind=HOST`` on a
+listener (the address to listen on), ``pf=ip4|ip6`` (options 4/6),
+``snihost=`` (``sni=``). A socat option socketkit lacks, such as ``bind=``
+on a connecting address (the source address), is refused by name.
+
 Nothing here opens a socket or resolves a name: text in, a frozen
 ``RelayAddress`` out, or an ``AddressError`` with a one-line message.
 """
@@ -55,6 +65,7 @@ from ..errors import AddressError
 
 __all__ = [
     "KINDS",
+    "KIND_ALIASES",
     "PROXY_KINDS",
     "PROXY_LISTEN_HOST",
     "RelayAddress",
@@ -81,6 +92,40 @@ KINDS: dict[str, tuple[bool, str]] = {
     "proxy-listen": (True, "proxy"),
 }
 
+#: socat's address names -> (our kind, options they imply).
+KIND_ALIASES: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {
+    "tcp-connect": ("tcp", ()),
+    "tcp4": ("tcp", (("4", None),)),
+    "tcp6": ("tcp", (("6", None),)),
+    "tcp4-connect": ("tcp", (("4", None),)),
+    "tcp6-connect": ("tcp", (("6", None),)),
+    "tcp-l": ("tcp-listen", ()),
+    "tcp4-listen": ("tcp-listen", (("4", None),)),
+    "tcp6-listen": ("tcp-listen", (("6", None),)),
+    "tcp4-l": ("tcp-listen", (("4", None),)),
+    "tcp6-l": ("tcp-listen", (("6", None),)),
+    "udp-connect": ("udp", ()),
+    "udp4": ("udp", (("4", None),)),
+    "udp6": ("udp", (("6", None),)),
+    "udp4-connect": ("udp", (("4", None),)),
+    "udp6-connect": ("udp", (("6", None),)),
+    "udp-l": ("udp-listen", ()),
+    "udp4-listen": ("udp-listen", (("4", None),)),
+    "udp6-listen": ("udp-listen", (("6", None),)),
+    "udp4-l": ("udp-listen", (("4", None),)),
+    "udp6-l": ("udp-listen", (("6", None),)),
+    "unix-connect": ("unix", ()),
+    "unix-l": ("unix-listen", ()),
+    "openssl": ("tls", ()),
+    "openssl-connect": ("tls", ()),
+    "ssl": ("tls", ()),
+    "openssl-listen": ("tls-listen", ()),
+    "ssl-l": ("tls-listen", ()),
+}
+#: socat's option names -> ours; ``pf`` maps by value (ip4 -> 4).
+_OPTION_ALIASES = {"snihost": "sni"}
+_PF_VALUES = {"ip4": "4", "ipv4": "4", "inet": "4", "ip6": "6", "ipv6": "6", "inet6": "6"}
+
 #: Proxy client kinds: (protocol, where HOST is resolved by default, the
 #: proxy's default port in socat's three-field form).
 PROXY_KINDS: dict[str, tuple[str, str, int]] = {
@@ -103,6 +148,8 @@ _VALUE_OPTIONS = {
     "verify",
     "sni",
     "alpn",
+    "bind",
+    "pf",
     "auth",
     "proxyauth",
     "socksuser",
@@ -172,8 +219,13 @@ def _parse_options(text: str, kind: str, parts: list[str]) -> tuple[tuple[str, s
     for part in parts:
         name, eq, value = part.partition("=")
         name = name.strip().lower()
+        name = _OPTION_ALIASES.get(name, name)
         if not name:
             raise _bad(text, "empty option")
+        if name == "pf":
+            if value.lower() not in _PF_VALUES:
+                raise _bad(text, f"pf must be ip4 or ip6, got {value!r}")
+            name, eq, value = _PF_VALUES[value.lower()], "", ""
         if name in _FLAG_OPTIONS:
             if eq:
                 raise _bad(text, f"option {name!r} takes no value")
@@ -205,15 +257,18 @@ def _parse_options(text: str, kind: str, parts: list[str]) -> tuple[tuple[str, s
             raise _bad(text, f"dns must be one of {', '.join(_DNS_POLICIES)}, got {value!r}")
         if name in ("fork", "backlog") and not KINDS[kind][0]:
             raise _bad(text, f"option {name!r} applies to listeners only")
+        if name == "bind" and not (KINDS[kind][0] and KINDS[kind][1] != "unix"):
+            raise _bad(
+                text,
+                "option 'bind' is supported on tcp, udp and tls listeners only "
+                "(a connecting address cannot choose its source address here)",
+            )
         if name == "backlog":
             assert value is not None
             if not value.isdigit() or not value.isascii():
                 raise _bad(text, f"backlog must be a whole number, got {value!r}")
         if name == "verify" and value not in ("0", "1"):
             raise _bad(text, f"verify must be 0 or 1, got {value!r}")
-    names = [n for n, _ in options]
-    if "4" in names and "6" in names:
-        raise _bad(text, "choose at most one of the options 4 and 6")
     return tuple(options)
 
 
@@ -230,6 +285,10 @@ def parse_relay_address(text: str) -> RelayAddress:
         return RelayAddress("stdio", text=text)
     head, colon, rest = stripped.partition(":")
     kind = head.strip().lower()
+    if kind == "system":  # socat: the command runs through /bin/sh
+        if not colon or not rest.strip():
+            raise _bad(text, "system needs a command (system:CMD)")
+        return RelayAddress("exec", argv=("/bin/sh", "-c", rest), text=text)
     if kind == "exec":
         if not colon or not rest.strip():
             raise _bad(text, "exec needs a command (exec:CMD)")
@@ -248,9 +307,14 @@ def parse_relay_address(text: str) -> RelayAddress:
     else:
         parts = rest.split(",")
         rest, parts = parts[0], parts[1:]
+    kind, implied = KIND_ALIASES.get(kind, (kind, ()))
     if kind not in KINDS:
         raise _bad(text, f"unknown kind {head.strip()!r} (known: {', '.join(KINDS)})")
-    options = _parse_options(text, kind, parts)
+    options = implied + _parse_options(text, kind, parts)
+    if len({n for n, _ in options} & {"4", "6"}) > 1:
+        raise _bad(text, "choose at most one of the options 4 and 6")
+    bind = next((v for n, v in options if n == "bind"), None)
+    options = tuple((n, v) for n, v in options if n != "bind")
     listener, transport = KINDS[kind]
     if kind == "stdio":
         if colon:
@@ -266,7 +330,8 @@ def parse_relay_address(text: str) -> RelayAddress:
     endpoint: InetEndpoint | UnixEndpoint
     if kind == "proxy-listen":
         rest = rest.strip()
-        ep = parse_endpoint(rest, default_host=PROXY_LISTEN_HOST)
+        listen_host = PROXY_LISTEN_HOST if bind is None else bind.strip().strip("[]")
+        ep = parse_endpoint(rest, default_host=listen_host)
         if isinstance(ep, UnixEndpoint):
             raise _bad(text, "proxy-listen takes [HOST:]PORT")
         return RelayAddress(kind, endpoint=ep, options=options, text=text)
@@ -275,7 +340,14 @@ def parse_relay_address(text: str) -> RelayAddress:
     elif listener:
         rest = rest.strip()
         if rest.isdigit() or not rest.isascii():
-            endpoint = InetEndpoint(None, parse_port(rest))
+            host = None
+            if bind is not None:  # socat's TCP-LISTEN:PORT,bind=HOST
+                host = bind.strip()
+                if host.startswith("[") and host.endswith("]"):
+                    host = host[1:-1]
+            endpoint = InetEndpoint(host, parse_port(rest))
+        elif bind is not None:
+            raise _bad(text, "give the address once: HOST:PORT or PORT,bind=HOST")
         else:
             ep = parse_endpoint(rest, default_host=None)
             if isinstance(ep, UnixEndpoint):

@@ -289,10 +289,15 @@ class StreamEngine(ConnectionHost):
         # The address accept() gave: getpeername() fails on a connection the
         # client reset before its protocol was made, and the log needs a peer.
         peer = format_sockaddr(addr) if addr else "unix:(unnamed)"
+        # The sockaddr itself is kept only where a PROXY header may name
+        # nobody and the balancer's address must be judged instead: an idle
+        # connection does not carry a second copy of its peer.
+        address = addr if self.proxy_protocol else None
 
         def make_protocol() -> ConnectionProtocol:
             protocol = factory(self)
             protocol.peer = peer
+            protocol.address = address
             return protocol
 
         self._pending += 1

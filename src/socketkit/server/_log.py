@@ -16,7 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
-__all__ = ["ServerLog", "Stats", "show_message"]
+__all__ = ["MAX_SHOWN_MESSAGE", "ServerLog", "Stats", "show_message"]
+
+#: Characters of a message shown on a text ``Received:`` line: the lecture's
+#: buffer (1023 bytes), so every lecture message shows whole, while a
+#: 65,507-byte datagram does not flood the terminal. JSON lines keep it all.
+MAX_SHOWN_MESSAGE = 1023
 
 
 @dataclass(slots=True)
@@ -127,8 +132,12 @@ class ServerLog:
 
     def received(self, peer: str, message: bytes) -> None:
         """A message arrived (services that show messages)."""
-        if not self.quiet:
-            self.line(f"Received: {show_message(message)}", event="received", peer=peer)
+        if self.quiet:
+            return
+        text = show_message(message)
+        if not self.json_format and len(text) > MAX_SHOWN_MESSAGE:
+            text = f"{text[:MAX_SHOWN_MESSAGE]}... ({len(message)} bytes in all)"
+        self.line(f"Received: {text}", event="received", peer=peer)
 
     def closed(self, peer: str, reason: str | None, bytes_in: int, bytes_out: int) -> None:
         """A connection ended; logged when verbose, or always when it ended on an error."""

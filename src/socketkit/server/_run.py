@@ -189,9 +189,13 @@ def _serve(
             if undo is not None:
                 undo()
 
+    coro = main()
     try:
-        stats = run(main())
+        stats = run(coro)
     finally:
+        # Interrupted before the loop started it: close it, or Python warns
+        # that the coroutine was never awaited.
+        coro.close()
         sock.close()
         _unlink_unix(config.endpoint)
     if config.summary:

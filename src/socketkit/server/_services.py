@@ -77,6 +77,7 @@ class ConnectionProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_proxy",
+        "address",
         "bytes_in",
         "bytes_out",
         "closing_reason",
@@ -95,6 +96,9 @@ class ConnectionProtocol(asyncio.Protocol):
         #: Who is at the other end: the engine sets it from accept()'s address
         #: (a PROXY header may replace it); getpeername() can fail by now.
         self.peer = "?"
+        #: The sockaddr accept() returned, kept when a PROXY header is expected
+        #: (it is then the balancer's); None otherwise.
+        self.address: object = None
         self.bytes_in = 0
         self.bytes_out = 0
         #: Bytes of a PROXY protocol header at the start of the stream.
@@ -141,14 +145,20 @@ class ConnectionProtocol(asyncio.Protocol):
         if header is None:
             return None
         self._proxy = None
+        # A header without a source (v1 UNKNOWN, v2 LOCAL: a balancer's health
+        # check) names nobody, so the connection's own address is judged:
+        # skipping the check would let any client in by sending one.
+        via = self.peer
         if header.source is not None:
-            via = self.peer
             self.peer = format_sockaddr(header.source)
-            refusal = self.host.refusal(header.source)
-            if refusal is not None:
-                self.host.stats.refused += 1
-                self.abort(f"refused: {refusal} (via {via})")
-                return None
+        refusal = self.host.refusal(header.source or self.address)
+        if refusal is not None:
+            self.host.stats.refused += 1
+            suffix = (
+                f" (via {via})" if header.source is not None else " (PROXY header names no client)"
+            )
+            self.abort(f"refused: {refusal}{suffix}")
+            return None
         self._begin()
         rest = buffer.extract_all()
         self.header_size = self.bytes_in - len(rest)

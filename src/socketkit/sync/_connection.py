@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from .._closing import Closing
-from .._sockets import bind_socket, bound_port, connect_socket, local_name, peer_name
+from .._sockets import (
+    CONNECT_RETRY_INTERVAL,
+    bind_socket,
+    bound_port,
+    connect_socket,
+    local_name,
+    peer_name,
+    retry_refused,
+)
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from .._tunnel import Proxy, open_proxy_socket
 from ..address import Endpoint, as_endpoint
 from ..errors import (
     ClosedError,
+    ConnectError,
     SocketTimeoutError,
     translate_os_error,
 )
@@ -231,6 +241,7 @@ def connect(
     timeout: float | None = DEFAULT_IO_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    wait_for_server: float = 0.0,
     proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection to ``endpoint`` (``host:port``, ``[v6]:port``, ``unix:/p``).
@@ -242,13 +253,15 @@ def connect(
         timeout: the default timeout of each later call on the connection.
         ssl_context: speak TLS with this context (``socketkit.tls.client_context``).
         server_hostname: the name to send (SNI) and verify; default: the host.
+        wait_for_server: seconds during which a refused connect is tried again
+            (a server that is still starting); 0: fail at once.
         proxy: reach ``endpoint`` through this SOCKS or HTTP proxy
             (``socketkit.proxy_client.Proxy``); TLS, if asked, is then
             spoken with the target, inside the tunnel.
 
     Raises:
         AddressError: malformed endpoint or unknown host.
-        ConnectError: refused or unreachable.
+        ConnectError: refused or unreachable (after ``wait_for_server``).
         ProxyError: the proxy did not open the tunnel (a ConnectError).
         TLSError: the TLS handshake failed (certificate, name, protocol).
         SocketTimeoutError: no answer within ``connect_timeout``.
@@ -264,7 +277,15 @@ def connect(
             before_tls=ssl_context is not None,
         )
     else:
-        sock = connect_socket(target, family=family, timeout=connect_timeout)
+        deadline = time.monotonic() + wait_for_server
+        while True:
+            try:
+                sock = connect_socket(target, family=family, timeout=connect_timeout)
+                break
+            except ConnectError as exc:
+                if not retry_refused(exc, deadline):
+                    raise
+            time.sleep(CONNECT_RETRY_INTERVAL)
     if ssl_context is not None:
         sock = handshake(
             sock,

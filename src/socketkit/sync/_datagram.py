@@ -18,8 +18,8 @@ from .._sockets import MAX_UDP_PAYLOAD, bind_socket, bound_port, connect_socket,
 from .._timeouts import DEFAULT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
 from ..address import Endpoint, as_endpoint, format_sockaddr
 from ..errors import (
-    BrokenError,
     ClosedError,
+    ConnectError,
     MessageTooLargeError,
     SocketkitError,
     SocketTimeoutError,
@@ -146,7 +146,7 @@ class DatagramSocket(Closing):
 
         Raises:
             SocketTimeoutError: no answer after ``1 + retries`` tries.
-            BrokenError: the peer's port is closed (ICMP port unreachable) on every try.
+            ConnectError: the peer's port is closed (ICMP port unreachable) on every try.
         """
         last: SocketkitError | None = None
         tries = 1 + max(0, retries)
@@ -154,11 +154,11 @@ class DatagramSocket(Closing):
             self.send(data)
             try:
                 return self.receive(timeout=timeout)
-            except (SocketTimeoutError, BrokenError) as exc:
+            except (SocketTimeoutError, ConnectError) as exc:
                 last = exc
         where = self.peer or "?"
-        if isinstance(last, BrokenError):
-            raise BrokenError(
+        if isinstance(last, ConnectError):
+            raise ConnectError(
                 f"no UDP server at {where}: port unreachable after {tries} "
                 f"{'try' if tries == 1 else 'tries'} (is a server running?)",
                 errno=last.errno,
