@@ -73,8 +73,9 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     _add_address_options(
         parser,
         DEFAULT_PROXY_HOST,
-        f"address to bind, or HOST:PORT (default {DEFAULT_PROXY_HOST} port {DEFAULT_PROXY_PORT})",
+        f"address to bind, or HOST:PORT (default {DEFAULT_PROXY_HOST})",
         client=False,
+        default_port=DEFAULT_PROXY_PORT,
     )
     parser.add_argument(
         "--auth",
