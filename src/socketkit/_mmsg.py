@@ -13,7 +13,9 @@ Python object per datagram (the lengths and address sizes are copied
 between the receive and send headers with strided memoryview assignments,
 which loop in C). ``data(i)`` and ``address(i)`` give one slot to code that
 needs to look at it (access control, logging, services that compute an
-answer).
+answer). A sender on a connected socket writes into ``slot(i)`` and hands
+the first ``n`` slots to ``send`` (one sendmmsg, every datagram the same
+length).
 
 Invariants:
 - Slot ``i`` is valid from a ``receive`` that returned more than ``i`` until
@@ -22,8 +24,10 @@ Invariants:
   MSG_TRUNC; ``length(i)`` is then ``size``. Callers that must refuse
   oversize datagrams allocate ``limit + 1`` bytes per slot and compare, as
   the one-call path does with ``recvfrom(limit + 1)``.
-- Sends never block: a full socket buffer (EAGAIN) drops the rest of the
-  batch, as a lost datagram would be, and is counted by the caller.
+- ``echo`` and ``reply`` never block: a full socket buffer (EAGAIN) drops the
+  rest of the batch, as a lost datagram would be, and the caller counts it.
+  ``send`` (a client's own datagrams) waits for room instead, up to its
+  ``wait`` seconds, as a blocking ``send`` would.
 
 The header layouts are those of ``<sys/socket.h>`` on Linux (ctypes lays
 out the padding): ``struct mmsghdr`` is a ``struct msghdr`` followed by an
@@ -37,6 +41,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import select
 import socket
 import sys
 from typing import Any, Literal
@@ -139,6 +144,8 @@ class DatagramBatch:
         "_recv_words",
         "_reply_hdrs",
         "_reply_iov",
+        "_send_hdrs",
+        "_send_lens",
         "count",
         "size",
     )
@@ -162,6 +169,9 @@ class DatagramBatch:
         self._recv_hdrs = (_MMsgHdr * count)()
         self._echo_hdrs = (_MMsgHdr * count)()
         self._reply_hdrs = (_MMsgHdr * count)()
+        # Connected sends: no address, each slot's own buffer.
+        send_iovs = (_IOVec * count)()
+        self._send_hdrs = (_MMsgHdr * count)()
         base = ctypes.addressof(self._buffers)
         names = ctypes.addressof(self._addrs)
         reply_iov = ctypes.pointer(self._reply_iov)
@@ -178,8 +188,13 @@ class DatagramBatch:
                 hdr.msg_namelen = _SOCKADDR_SIZE
                 hdr.msg_iov = iov
                 hdr.msg_iovlen = 1
+            send_iovs[i].iov_base = base + i * size
+            send = self._send_hdrs[i].msg_hdr
+            send.msg_iov = ctypes.pointer(send_iovs[i])
+            send.msg_iovlen = 1
         # The iovecs are referenced from the headers only: keep them alive.
-        self._iovs = (recv_iovs, echo_iovs)
+        self._iovs = (recv_iovs, echo_iovs, send_iovs)
+        self._send_lens = memoryview(send_iovs).cast("B").cast(_SIZE_T)
         self._recv_words = memoryview(self._recv_hdrs).cast("B").cast("I")
         self._echo_lens = memoryview(echo_iovs).cast("B").cast(_SIZE_T)
 
@@ -249,6 +264,41 @@ class DatagramBatch:
             self._reply_iov.iov_base = ctypes.addressof(self._payload)
             self._reply_iov.iov_len = len(payload)
         return self._send(sock, self._reply_hdrs, n)
+
+    def slot(self, i: int) -> memoryview:
+        """Slot ``i``'s whole buffer, writable (for ``send``)."""
+        return memoryview(self._buffers).cast("B")[i * self.size : (i + 1) * self.size]
+
+    def send(self, sock: socket.socket, n: int, length: int, wait: float | None = None) -> int:
+        """Send the first ``length`` bytes of the first ``n`` slots on a connected socket.
+
+        Args:
+            wait: seconds to wait for room in a full socket buffer (None: for ever).
+
+        Returns:
+            How many were sent: all ``n``, unless the wait ran out or the
+            kernel refused some (an ICMP error from earlier; those are lost).
+        """
+        assert _CALLS is not None
+        self._send_lens[1 : 2 * n : 2] = array.array(_SIZE_T, [length]) * n
+        sendmmsg = _CALLS[1]
+        fd = sock.fileno()
+        sent = start = 0
+        while start < n:
+            k: int = sendmmsg(fd, ctypes.byref(self._send_hdrs, start * 4 * _STRIDE), n - start, 0)
+            if k >= 0:
+                sent += k
+                start += k
+                continue
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+                _, writable, _ = select.select([], [fd], [], wait)
+                if writable:
+                    continue
+                break
+            if code != errno.EINTR:
+                start += 1  # refused (an ICMP error from an earlier one): lost, as UDP may
+        return sent
 
     def _send(self, sock: socket.socket, hdrs: Any, n: int) -> int:
         assert _CALLS is not None

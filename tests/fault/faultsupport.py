@@ -20,6 +20,7 @@ import os
 import random
 import re
 import resource
+import selectors
 import signal
 import socket
 import struct
@@ -376,3 +377,48 @@ def connect_and_close(port: int, count: int) -> None:
             reset(s)
         else:
             s.close()
+
+
+def stalled_writer(
+    proc: Proc, port: int, fds_before: int, limit: float
+) -> tuple[int, float | None, float | None]:
+    """Send to the echo behind ``port`` without ever reading, until ``proc`` lets go.
+
+    The echo's writes back stall (our receive buffer is tiny and never read),
+    so it stops reading us, and our sends stall too. Returns the bytes sent,
+    when the writes stalled and when ``proc`` released the connection (its
+    descriptors back to ``fds_before``, or the connection reset); None for
+    what did not happen within ``limit`` seconds.
+    """
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    chunk = b"z" * 65536
+    sent = 0
+    start = time.monotonic()
+    stalled_at: float | None = None
+    released: float | None = None
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_WRITE)
+    while time.monotonic() - start < limit:
+        if not sel.select(0.2):
+            # Not writable for a while: the other end stopped reading (its writes stalled).
+            stalled_at = stalled_at or time.monotonic()
+            if proc.fds() == fds_before:
+                released = time.monotonic()
+                break
+            continue
+        try:
+            sent += s.send(chunk)
+        except BlockingIOError:
+            # Both socket buffers are full: the other end's writes are stalled.
+            stalled_at = stalled_at or time.monotonic()
+        except (BrokenPipeError, ConnectionResetError):
+            released = time.monotonic()
+            break
+        if stalled_at is not None and proc.fds() == fds_before:
+            released = time.monotonic()
+            break
+    sel.close()
+    s.close()
+    return sent, stalled_at, released

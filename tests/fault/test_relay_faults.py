@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from faultsupport import (
     echo_roundtrip,
     half_close_echo,
     record,
-    reset,
     resets_mid_stream,
     running,
     sha,
     slow_reader,
+    stalled_writer,
     tcp_server,
     wait_until,
 )
@@ -311,34 +310,7 @@ def test_relay_client_that_never_reads_is_released(tmp_path: Path) -> None:
     idle = 1.0
     with relay_to_echo(tmp_path, "--idle-timeout", str(idle)) as (relay, port):
         fds_before = relay.baseline_fds(port)
-        s = connect(port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.setblocking(False)
-        chunk = b"z" * 65536
-        sent = 0
-        stalled_at = released = None
-        start = time.monotonic()
-        sel = selectors.DefaultSelector()
-        sel.register(s, selectors.EVENT_WRITE)
-        while time.monotonic() - start < idle + 8:
-            if not sel.select(0.2):
-                stalled_at = stalled_at or time.monotonic()
-                if relay.fds() == fds_before:
-                    released = time.monotonic()
-                    break
-                continue
-            try:
-                sent += s.send(chunk)
-            except BlockingIOError:
-                stalled_at = stalled_at or time.monotonic()
-            except (BrokenPipeError, ConnectionResetError):
-                released = time.monotonic()
-                break
-            if stalled_at is not None and relay.fds() == fds_before:
-                released = time.monotonic()
-                break
-        sel.close()
-        reset(s)
+        sent, stalled_at, released = stalled_writer(relay, port, fds_before, idle + 8)
         assert released is not None, "the stalled client was never released"
         assert stalled_at is not None, f"never stalled ({sent} bytes sent)"
         wait_until(lambda: relay.fds() == fds_before, what="relay fds back to baseline")

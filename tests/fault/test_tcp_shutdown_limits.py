@@ -18,6 +18,7 @@ from faultsupport import (
     record,
     running,
     sha,
+    stalled_writer,
     tcp_server,
     wait_until,
 )
@@ -184,37 +185,7 @@ def test_client_that_never_reads_is_released(tmp_path: Path) -> None:
     with tcp_server(tmp_path, "--service", "echo", "--idle-timeout", str(idle)) as srv:
         port = srv.port()
         fds_before = srv.baseline_fds(port)
-        s = connect(port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.setblocking(False)
-        chunk = b"z" * 65536
-        sent = 0
-        start = time.monotonic()
-        stalled_at = None
-        released = None
-        sel = selectors.DefaultSelector()
-        sel.register(s, selectors.EVENT_WRITE)
-        while time.monotonic() - start < idle + 8:
-            if not sel.select(0.2):
-                # Not writable for a while: the server stopped reading (its writes stalled).
-                stalled_at = stalled_at or time.monotonic()
-                if srv.fds() == fds_before:
-                    released = time.monotonic()
-                    break
-                continue
-            try:
-                sent += s.send(chunk)
-            except BlockingIOError:
-                # Both socket buffers are full: the server's writes are stalled.
-                stalled_at = stalled_at or time.monotonic()
-            except (BrokenPipeError, ConnectionResetError):
-                released = time.monotonic()
-                break
-            if stalled_at is not None and srv.fds() == fds_before:
-                released = time.monotonic()
-                break
-        sel.close()
-        s.close()
+        sent, stalled_at, released = stalled_writer(srv, port, fds_before, idle + 8)
         assert released is not None, "the stalled client was never released"
         assert stalled_at is not None, f"never stalled ({sent} bytes sent)"
         wait_until(lambda: srv.fds() == fds_before, what="fds back to baseline")

@@ -74,6 +74,19 @@ def test_batch_receives_echoes_and_replies(family: int) -> None:
 
 
 @needs_mmsg
+def test_batch_sends_its_slots_on_a_connected_socket() -> None:
+    receiver, sender = _pair()
+    with receiver, sender:
+        sender.connect(receiver.getsockname())
+        batch = DatagramBatch(count=8, size=32)
+        for i in range(5):
+            batch.slot(i)[:4] = bytes([i]) * 4
+        assert batch.send(sender, 5, 4, wait=LOOPBACK_TIMEOUT) == 5
+        receiver.settimeout(LOOPBACK_TIMEOUT)
+        assert [receiver.recv(100) for _ in range(5)] == [bytes([i]) * 4 for i in range(5)]
+
+
+@needs_mmsg
 def test_batch_flags_a_datagram_longer_than_a_slot() -> None:
     server, client = _pair()
     with server, client:

@@ -466,7 +466,9 @@ class UdpHeader:
         return 16 if counters_64bit else 12
 
     @staticmethod
-    def pack_into(buffer: bytearray, sequence: int, time_ns: int, counters_64bit: bool) -> None:
+    def pack_into(
+        buffer: bytearray | memoryview, sequence: int, time_ns: int, counters_64bit: bool
+    ) -> None:
         seconds, rest = divmod(time_ns, 1_000_000_000)
         fmt = _UDP_LONG if counters_64bit else _UDP_SHORT
         mask = 0xFFFFFFFFFFFFFFFF if counters_64bit else 0xFFFFFFFF

@@ -125,12 +125,6 @@ class LinkResult:
     reason: str = "closed"
 
 
-class Counter(Protocol):
-    """Who keeps a link's idle count (the engine's connection, or the link itself)."""
-
-    idle_ticks: int
-
-
 class PendingSink:
     """A sink that is not there yet: keeps what arrives until the side is attached."""
 

@@ -27,9 +27,10 @@ import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._sockets import bind_socket, connect_socket, local_name
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
@@ -134,6 +135,10 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
         The exit code: 0, or the exec'd program's status when there is one
         connection and no listener.
 
+    SIGTERM stops it at any moment with exit 0: while the loop runs, through
+    the loop's handler (a listener drains, a link ends); before and after,
+    through ``_stop_on_sigterm``.
+
     Raises:
         SocketkitError: opening failed, or (one connection) the link failed.
     """
@@ -141,11 +146,53 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
         a, b = b, a
     if isinstance(b, RelayAddress) and b.listener:
         raise UsageError("relay: only one side can listen")
-    if not a.listener:
-        return run(_connect(a, b, settings))
-    if a.transport == "udp":
-        return _serve_udp(a, b, settings)
-    return _serve_stream(a, b, settings)
+    try:
+        with _stop_on_sigterm():
+            if not a.listener:
+                return _run_to_end(_connect(a, b, settings))
+            if a.transport == "udp":
+                return _serve_udp(a, b, settings)
+            return _serve_stream(a, b, settings)
+    except Stopped:
+        settings.log.event("terminated", "terminated", True)
+        return 0
+
+
+T = TypeVar("T")
+
+
+def _run_to_end(main: Coroutine[Any, Any, T]) -> T:
+    """``server.run(main)``; a coroutine that a signal kept from starting is closed
+    (not left to warn that it was never awaited)."""
+    try:
+        return run(main)
+    finally:
+        main.close()
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM outside the loop's own handler (while binding, starting or ending).
+
+    A KeyboardInterrupt, so that it also leaves a loop that is starting up
+    (asyncio lets only those and SystemExit out of a callback).
+    """
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises ``Stopped`` (in the main thread; elsewhere nothing)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------ no listener
@@ -334,11 +381,11 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
                 finally:
                     undo()
 
-            stats = run(serve())
+            stats = _run_to_end(serve())
             if settings.summary:
                 settings.log.summary(stats)
             return 0
-        return run(_udp_first_peer(sock, a, b, settings))
+        return _run_to_end(_udp_first_peer(sock, a, b, settings))
     finally:
         sock.close()
 
