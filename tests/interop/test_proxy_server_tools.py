@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LOOPBACK_TIMEOUT, Proc, free_port, socketkit_argv, start_server
+from helpers import LOOPBACK_TIMEOUT, Proc, echo_target, free_port, socketkit_argv, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "proxy"))
 
-from proxysupport import MESSAGE, echo_target, http_target, proxy_server
+from proxysupport import MESSAGE, http_target, proxy_server
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(120)]
 

@@ -1,6 +1,6 @@
 """Targets for proxy tests, on loopback threads, and ``socketkit proxy`` as a subprocess.
 
-- ``echo_target``: echoes every connection (a thread each), for tunnels.
+- ``echo_target`` (from helpers): echoes every connection, for tunnels.
 - ``http_target``: a small HTTP/1.1 origin (``http.server``, threads):
   ``GET /hello`` is ``hello\\n`` with a Content-Length, ``GET /stream`` is
   chunked, ``POST /echo`` answers its body (Content-Length or chunked).
@@ -23,38 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from helpers import LOOPBACK_TIMEOUT, Server, start_server
 
 MESSAGE = b"Hello from client"
-
-
-@contextlib.contextmanager
-def echo_target() -> Iterator[int]:
-    """An echo server on 127.0.0.1 (one thread per connection); yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    done = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(LOOPBACK_TIMEOUT)
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        done.set()
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        thread.join(LOOPBACK_TIMEOUT)
 
 
 def _read_chunked(handler: BaseHTTPRequestHandler) -> bytes:

@@ -15,7 +15,6 @@ import socket
 import pytest
 from proxysupport import (
     MESSAGE,
-    echo_target,
     exchange,
     http_target,
     open_fds,
@@ -28,7 +27,7 @@ from socketkit.errors import ProxyAuthError, ProxyRefusedError, ProxyTargetError
 from socketkit.framing.tunnel import DnsPolicy, ProxyKind
 from socketkit.proxy_client import Proxy
 
-from helpers import LOOPBACK_TIMEOUT, free_port, start_server
+from helpers import LOOPBACK_TIMEOUT, echo_target, free_port, start_server
 
 KINDS = [ProxyKind.SOCKS4, ProxyKind.SOCKS5, ProxyKind.HTTP]
 
