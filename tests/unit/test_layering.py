@@ -31,6 +31,7 @@ LIBRARY = [
     "socketkit.sync",
     "socketkit.aio",
     "socketkit.proxy_client",
+    "socketkit.proxy",
 ]
 
 

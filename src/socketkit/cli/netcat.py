@@ -46,6 +46,7 @@ from ._common import (
     positive_int,
 )
 from ._flags import family_from_flags
+from ._proxy import add_proxy_client_options, proxied_address, proxy_from_openbsd_args
 from ._tls import add_tls_arguments, client_context_warned, settings_from_args
 
 __all__ = ["add_parsers"]
@@ -67,6 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "port", metavar="PORT", nargs="?", help="port (with -z also a range LO-HI)"
     )
     _add_options(connect, listen=False)
+    add_proxy_client_options(connect)
     connect.set_defaults(run=run_connect)
 
     listen = sub.add_parser(
@@ -93,6 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     nc.add_argument("-l", "--listen", action="store_true", help="listen instead of connecting")
     nc.add_argument("where", metavar="[HOST] [PORT]", nargs="*", help="where to connect or bind")
     _add_options(nc, listen=True)
+    add_proxy_client_options(nc)
     nc.set_defaults(run=run_nc)
 
 
@@ -235,6 +238,8 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
 
 
 def _remote(args: argparse.Namespace, host: str, port: str | None) -> RelayAddress:
+    if (proxied := proxied_address(args, host, port)) is not None:
+        return proxied
     kind = "tls" if args.tls else ("udp" if args.udp else "tcp")
     if args.unixsock:
         require_unix_sockets()
@@ -386,6 +391,7 @@ def run_listen(args: argparse.Namespace, env: Env) -> int:
 
 
 def run_nc(args: argparse.Namespace, env: Env) -> int:
+    args.where = proxy_from_openbsd_args(args, args.where)
     if args.listen:
         return run_listen(args, env)
     if args.listen_port is not None:

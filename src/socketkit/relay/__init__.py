@@ -9,7 +9,8 @@ Access control is ``socketkit.access``, shared with the servers.
 Layers, bottom up: ``_grammar`` (sans-I/O address parser), ``_hexdump``
 (sans-I/O), ``_link`` (the one copy loop: two sides, flow control,
 half-close), ``_sides`` (addresses to sides: sockets, TLS, UDP, standard
-I/O), ``_exec`` (a program on a connection), ``_service`` (a relay as a
+I/O; through a SOCKS or HTTP proxy with ``_proxy``), ``_exec`` (a program
+on a connection), ``_service`` (a relay as a
 service of the server engine), ``_hub`` (``listen -k`` and the broker),
 ``_datagram`` (UDP relays with fork), ``_run`` (the whole program).
 """

@@ -36,14 +36,22 @@ from .._sockets import bind_socket, connect_socket, local_name
 from ..access import AccessList
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
 from ..errors import SettingError
-from ..server import Limits, ServerConfig, ServerLog, StreamEngine, run, run_stream_server
+from ..server import (
+    Limits,
+    ProtocolService,
+    ServerConfig,
+    ServerLog,
+    StreamEngine,
+    run,
+    run_stream_server,
+)
 from ..server._engine import install_signal_handlers
 from ._datagram import DatagramRelay
 from ._exec import ExecCommand, open_exec, run_exec_on_socket
 from ._grammar import RelayAddress
 from ._hub import Hub
 from ._link import Link, LinkOptions, OutputClosedError
-from ._service import Opener, RelayProtocol, RelayService, relay_factory
+from ._service import Opener, RelayProtocol, relay_factory
 from ._sides import DatagramSideProtocol, DatagramSink, OpenOptions, address_family, open_side
 
 __all__ = ["RelaySettings", "run_relay"]
@@ -310,7 +318,7 @@ def _serve_stream(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rela
     config = ServerConfig(
         endpoint=endpoint,
         family=address_family(a, opts),
-        service=RelayService(factory),
+        service=ProtocolService(factory),
         backlog=backlog,
         workers=settings.workers if keep_open else 1,
         limits=limits,

@@ -29,12 +29,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import SocketkitError
-from ..framing import Codec
-from ..server import ConnectionHost, ConnectionProtocol, ProtocolFactory, Service
+from ..server import ConnectionHost, ConnectionProtocol, ProtocolFactory
 from ._link import Link, LinkOptions, PendingSink
 from ._tls import TLSLayer, handshake_done
 
-__all__ = ["Opener", "RelayProtocol", "RelayService", "relay_factory"]
+__all__ = ["Opener", "RelayProtocol", "relay_factory"]
 
 #: Opens side ``index`` of a link: (link, index, counter) -> attached.
 Opener = Callable[[Link, int, Any], Awaitable[None]]
@@ -170,16 +169,3 @@ def relay_factory(
 ) -> ProtocolFactory:
     """The engine's protocol factory for connections relayed by ``open_other``."""
     return lambda host: RelayProtocol(host, open_other, options, target, tls)
-
-
-class RelayService(Service):
-    """A listening relay as a service of the engine: each connection gets
-    the protocol ``factory`` makes (a ``RelayProtocol``, or a hub member)."""
-
-    name = "relay"
-
-    def __init__(self, factory: ProtocolFactory) -> None:
-        self._factory = factory
-
-    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
-        return self._factory

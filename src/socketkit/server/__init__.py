@@ -27,6 +27,7 @@ from ._services import (
     Echo,
     Hello,
     ProtocolFactory,
+    ProtocolService,
     Service,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "Hello",
     "Limits",
     "ProtocolFactory",
+    "ProtocolService",
     "ServerConfig",
     "ServerLog",
     "Service",

@@ -47,6 +47,7 @@ __all__ = [
     "Discard",
     "Echo",
     "Hello",
+    "ProtocolService",
     "Service",
     "chargen_line",
     "daytime_text",
@@ -448,6 +449,24 @@ class Service:
     def answer_datagram(self, data: bytes) -> bytes | None:
         """The reply to one datagram (None: no reply), RFC 862-867 for UDP."""
         return data if self.echoes_datagrams else None
+
+
+class ProtocolService(Service):
+    """A service given by its protocol factory: a relay's or a proxy's connections,
+    whose protocols are written against ``ConnectionProtocol`` elsewhere.
+
+    Args:
+        factory: makes the protocol of each connection; there is no answer
+            to datagrams (stream servers only).
+    """
+
+    name = "protocol"
+
+    def __init__(self, factory: ProtocolFactory) -> None:
+        self._factory = factory
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        return self._factory
 
 
 class Hello(Service):
