@@ -259,4 +259,21 @@ def console_main() -> NoReturn:
         report_error(sys.stderr, "interrupted")
         code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     _ignore_stop_signals()
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Flush the standard streams and end the process with ``code``.
+
+    The interpreter's own shutdown is skipped: the command is over, its
+    resources are closed, and a shutdown interrupted by a signal that
+    arrived while the command started (a KeyboardInterrupt pending in a
+    half-imported module or a thread being started) could otherwise end
+    the process by SIGINT itself instead of with the code decided here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from ..errors import UsageError
@@ -219,13 +219,34 @@ def run_server(args: argparse.Namespace, env: Env) -> int:
             json_output=args.json,
             interval=args.interval,
         )
-        out.write(f"Bench server listening on port {server.port}\n")
-        out.flush()
-        try:
-            server.serve_forever()
-        finally:
-            server.stop()
+        with _stop_on_signals(server.stop):
+            out.write(f"Bench server listening on port {server.port}\n")
+            out.flush()
+            try:
+                server.serve_forever()
+            finally:
+                server.stop()
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """While serving, SIGINT and SIGTERM stop the server gracefully (exit 0),
+    as they stop every other server: the accept loop notices within its
+    poll interval, and no KeyboardInterrupt lands in the middle of starting
+    a test's threads."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        signal.signal(sig, lambda _signum, _frame: stop())
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_client(args: argparse.Namespace, env: Env) -> int:
