@@ -23,7 +23,7 @@ from ..address import (
     parse_port,
     require_unix_sockets,
 )
-from ..errors import AddressError, SocketkitError, UsageError
+from ..errors import AddressError, ConnectError, SocketkitError, UsageError
 from ..relay import (
     AccessList,
     CrlfEncoder,
@@ -335,8 +335,7 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
     assert last_error is not None
     if len(targets) == 1:
         raise last_error
-    env.stderr.write(f"socketkit: no port open on {args.host} in {args.port}\n")
-    return last_error.exit_code
+    raise ConnectError(f"no port open on {args.host} in {args.port}") from last_error
 
 
 def _listen_address(args: argparse.Namespace, where: list[str]) -> RelayAddress:
