@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from relaysupport import run, sk
+from relaysupport import LOOPBACK_TIMEOUT, recv_all, run, running, sha, sk
+
+PAYLOAD = os.urandom(1 << 20)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,3 +41,141 @@ def test_zero_probe_of_a_closed_range_is_the_one_error_line() -> None:
     err = done.stderr.decode()
     assert done.returncode == 3, err
     assert err == f"socketkit: error: no port open on 127.0.0.1 in {port}-{port + 1}\n"
+
+
+def test_nc_lvnp_the_most_typed_listener_line() -> None:
+    with running(sk("nc", "-lvnp", "0")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            c.sendall(b"over -lvnp\n")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b""
+        assert lst.wait() == 0, lst.err_text
+        assert lst.out == b"over -lvnp\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["nc", "-n", "localhost", "9"],
+        ["nc", "-lnp", "0", "localhost"],
+        ["listen", "-n", "--allow", "localhost", "0"],
+    ],
+)
+def test_nodns_refuses_host_names(argv: list[str]) -> None:
+    done = run(sk(*argv))
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert err.startswith("socketkit: error: -n: ") and err.count("\n") == 1, err
+
+
+def test_listener_ends_when_the_client_is_done_though_its_stdin_stays_open() -> None:
+    """`sleep 60 | nc -l -p P > out`, fed by `... | nc HOST P --send-only`: ends with the transfer."""
+    r, w = os.pipe()  # the listener's stdin: open (and silent) until the test ends
+    try:
+        with running(sk("nc", "-lvp", "0"), stdin=r) as lst:
+            port = lst.port()
+            done = run(sk("nc", "127.0.0.1", str(port), "--send-only"), PAYLOAD)
+            assert done.returncode == 0, done.stderr
+            assert lst.wait() == 0, lst.err_text
+            assert sha(lst.out) == sha(PAYLOAD)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_idle_timeout_ends_a_silent_session() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        r, w = os.pipe()  # stdin stays open: only -i can end it
+        try:
+            with running(sk("nc", "-i", "0.3", "127.0.0.1", str(port)), stdin=r) as cli:
+                conn, _ = srv.accept()
+                with conn:
+                    assert cli.wait() == 0, cli.err_text
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+def test_output_file_has_both_directions_and_append_keeps_what_was_there(tmp_path: Path) -> None:
+    out = tmp_path / "session.bin"
+    out.write_bytes(b"old ")
+    with running(sk("listen", "-v", "127.0.0.1", "0", "-e", "cat")) as lst:
+        port = lst.port()
+        done = run(sk("connect", "-o", str(out), "127.0.0.1", str(port)), b"ping\n")
+        assert done.stdout == b"ping\n", done.stderr
+    assert out.read_bytes() == b"ping\nping\n"
+    with running(sk("listen", "-v", "127.0.0.1", "0", "-e", "cat")) as lst:
+        port = lst.port()
+        argv = ["connect", "-o", str(out), "--append-output", "127.0.0.1", str(port)]
+        done = run(sk(*argv), b"pong\n")
+        assert done.stdout == b"pong\n", done.stderr
+    assert out.read_bytes() == b"ping\nping\npong\npong\n"
+
+
+def test_allowfile_denyfile_and_host_names(tmp_path: Path) -> None:
+    deny = tmp_path / "deny.txt"
+    deny.write_text("# lab machines\n10.1.2.3\n127.0.0.1  # this one\n")
+    with running(sk("listen", "-v", "-k", "--denyfile", str(deny), "127.0.0.1", "0")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            assert recv_all(c) == b""
+        lst.wait_err(r"127\.0\.0\.1:\d+: refused: denied by --deny 127\.0\.0\.1/32")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("localhost\n")
+    with running(sk("nc", "-lv", "--allowfile", str(allow), "127.0.0.1", "0")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            c.sendall(b"let in by name\n")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b""
+        assert lst.wait() == 0, lst.err_text
+        assert lst.out == b"let in by name\n"
+
+
+def test_missing_allowfile_is_one_line() -> None:
+    done = run(sk("listen", "--allowfile", "/no/such/file", "0"))
+    err = done.stderr.decode()
+    assert done.returncode == 2
+    assert err.startswith("socketkit: error: --allowfile: cannot read /no/such/file") and (
+        err.count("\n") == 1
+    )
+
+
+def test_source_address_and_port_when_connecting() -> None:
+    with socket.socket() as srv, socket.socket() as probe:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        probe.bind(("127.0.0.1", 0))
+        source_port = probe.getsockname()[1]
+        probe.close()  # free again: the client binds it
+        argv = ["nc", "-s", "127.0.0.1", "-p", str(source_port), "127.0.0.1", str(port)]
+        with running(sk(*argv)):
+            srv.settimeout(LOOPBACK_TIMEOUT)
+            conn, peer = srv.accept()
+            conn.close()
+        assert peer == ("127.0.0.1", source_port)
+
+
+def test_nc_max_conns_turns_the_extra_client_away_at_once() -> None:
+    with running(sk("nc", "-lvk", "--max-conns", "1", "127.0.0.1", "0")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as first:
+            lst.wait_err(r": connected")
+            with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as extra:
+                assert recv_all(extra) == b""  # closed at once, not kept in the backlog
+            lst.wait_err(r"refused: too many connections \(--max-conns 1\)")
+            first.sendall(b"still served\n")
+            lst.wait_out(b"still served\n")
+
+
+def test_nc_max_conns_zero_turns_every_client_away() -> None:
+    with running(sk("nc", "-lv", "--max-conns", "0", "127.0.0.1", "0")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            assert recv_all(c) == b""
+        lst.wait_err(r"refused: too many connections \(--max-conns 0\)")

@@ -220,7 +220,12 @@ async def _connect(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rel
         endpoint = a.endpoint
         assert endpoint is not None
         family = address_family(a, settings.open)
-        sock = connect_socket(endpoint, family=family, timeout=settings.open.connect_timeout)
+        sock = connect_socket(
+            endpoint,
+            family=family,
+            timeout=settings.open.connect_timeout,
+            source=settings.open.source,
+        )
         return run_exec_on_socket(b, sock, log, str(endpoint))
     if isinstance(b, RelayAddress) and b.kind == "stdio":
         a, b = b, a  # standard I/O is the local side: "sent" goes from it
