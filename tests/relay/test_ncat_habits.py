@@ -179,3 +179,52 @@ def test_nc_max_conns_zero_turns_every_client_away() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
             assert recv_all(c) == b""
         lst.wait_err(r"refused: too many connections \(--max-conns 0\)")
+
+
+ENV_LINE = "echo $NCAT_REMOTE_ADDR $NCAT_REMOTE_PORT $NCAT_LOCAL_ADDR $NCAT_LOCAL_PORT $NCAT_PROTO"
+
+
+@pytest.mark.parametrize("crlf", [[], ["-C"]], ids=["socket", "pipes"])
+def test_exec_child_gets_ncat_environment_when_listening(crlf: list[str]) -> None:
+    with running(sk("nc", "-lv", *crlf, "127.0.0.1", "0", "-c", ENV_LINE)) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            me = c.getsockname()
+            c.shutdown(socket.SHUT_WR)
+            got = recv_all(c)
+    end = b"\r\n" if crlf else b"\n"
+    assert got == f"127.0.0.1 {me[1]} 127.0.0.1 {port} TCP".encode() + end
+
+
+def test_exec_child_gets_ncat_environment_when_connecting() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        with running(sk("nc", "127.0.0.1", str(port), "-c", ENV_LINE)):
+            srv.settimeout(LOOPBACK_TIMEOUT)
+            conn, peer = srv.accept()
+            with conn:
+                got = recv_all(conn)
+    assert got == f"127.0.0.1 {port} 127.0.0.1 {peer[1]} TCP\n".encode()
+
+
+def test_crlf_rewrites_what_the_program_writes_not_what_the_client_sends() -> None:
+    with running(sk("nc", "-lv", "-C", "127.0.0.1", "0", "-e", "cat")) as lst:
+        port = lst.port()
+        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
+            c.sendall(b"a\nb\n")
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"a\r\nb\r\n"
+        assert lst.wait() == 0, lst.err_text
+
+
+def test_hex_dump_sees_an_exec_session(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.txt"
+    with running(sk("listen", "-v", "--hex-dump", str(dump), "127.0.0.1", "0", "-e", "cat")) as lst:
+        port = lst.port()
+        done = run(sk("connect", "127.0.0.1", str(port)), b"Hello\n")
+        assert done.stdout == b"Hello\n", done.stderr
+        assert lst.wait() == 0, lst.err_text
+    text = dump.read_text()
+    assert "> 00000000  48 65 6c 6c 6f 0a" in text and "< 00000000  48 65 6c 6c 6f 0a" in text

@@ -216,7 +216,9 @@ def _on_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
 
 async def _connect(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySettings) -> int:
     log = settings.log
-    if isinstance(b, ExecCommand) and a.transport in ("tcp", "unix") and os.name != "nt":
+    options = settings.link
+    direct = options.transform is None and options.observer is None
+    if isinstance(b, ExecCommand) and a.transport in ("tcp", "unix") and os.name != "nt" and direct:
         endpoint = a.endpoint
         assert endpoint is not None
         family = address_family(a, settings.open)
@@ -229,7 +231,6 @@ async def _connect(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rel
         return run_exec_on_socket(b, sock, log, str(endpoint))
     if isinstance(b, RelayAddress) and b.kind == "stdio":
         a, b = b, a  # standard I/O is the local side: "sent" goes from it
-    options = settings.link
     if isinstance(b, ExecCommand):
         options = dataclasses.replace(options, local=1)
     link = Link(options, names=(_name(a), str(b) if isinstance(b, ExecCommand) else _name(b)))
@@ -290,7 +291,8 @@ def _serve_stream(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rela
         factory = hub.factory
     else:
         options = dataclasses.replace(settings.link, idle_timeout=None)
-        if stdio:
+        if stdio or isinstance(b, ExecCommand):
+            # The local side, whose output --crlf rewrites and "sent" counts.
             options = dataclasses.replace(options, local=1)
         target = str(b) if isinstance(b, ExecCommand) else _name(b)
         tls = opts.tls_server if a.transport == "tls" else None
@@ -431,8 +433,7 @@ async def _udp_first_peer(
     peer = format_sockaddr(addr)
     log.event(f"{peer}: connected", "connected", True, peer=peer)
     sock.connect(addr)
-    stdio = isinstance(b, RelayAddress) and b.kind == "stdio"
-    options = dataclasses.replace(settings.link, local=1) if stdio else settings.link
+    options = dataclasses.replace(settings.link, local=1)  # standard I/O or a program
     link = Link(options, names=(peer, str(b) if isinstance(b, ExecCommand) else _name(b)))
     loop = asyncio.get_running_loop()
     protocol = DatagramSideProtocol(link, 0)

@@ -206,6 +206,9 @@ class DatagramSink:
     def abort(self) -> None:
         self.transport.abort()
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
 
 async def open_side(
     addr: RelayAddress,
