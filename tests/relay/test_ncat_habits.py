@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,57 @@ def test_hex_dump_sees_an_exec_session(tmp_path: Path) -> None:
         assert lst.wait() == 0, lst.err_text
     text = dump.read_text()
     assert "> 00000000  48 65 6c 6c 6f 0a" in text and "< 00000000  48 65 6c 6c 6f 0a" in text
+
+
+def _recv_retrying(sock: socket.socket, send: Callable[[], None]) -> bytes:
+    """Send (again) until ``sock`` hears something: a member is in the chat once
+    its first read is pending, which nothing outside the broker can see."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + LOOPBACK_TIMEOUT
+    while time.monotonic() < deadline:
+        send()
+        try:
+            return sock.recv(100)
+        except TimeoutError:
+            continue
+    raise AssertionError("nothing arrived")
+
+
+def test_broker_takes_the_listeners_own_stdio_into_the_chat() -> None:
+    r, w = os.pipe()
+    try:
+        with running(sk("nc", "-lv", "--broker", "127.0.0.1", "0"), stdin=r) as lst:
+            port = lst.port()
+            a = socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT)
+            b = socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT)
+            with a, b:
+                lst.wait_err(r"(: connected[\s\S]*){2}")
+                got = _recv_retrying(b, lambda: a.sendall(b"hi from a\n"))
+                assert got.startswith(b"hi from a\n")
+                lst.wait_out(b"hi from a\n")  # the listener hears the chat
+                for c in (a, b):  # ...and speaks in it
+                    assert _recv_retrying(c, lambda: os.write(w, b"all\n")).startswith(b"all\n")
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_broker_send_only_speaks_but_keeps_stdout_out() -> None:
+    r, w = os.pipe()
+    try:
+        argv = sk("nc", "-lv", "--broker", "--send-only", "127.0.0.1", "0")
+        with running(argv, stdin=r) as lst:
+            port = lst.port()
+            a = socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT)
+            b = socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT)
+            with a, b:
+                lst.wait_err(r"(: connected[\s\S]*){2}")
+                assert _recv_retrying(b, lambda: a.sendall(b"psst\n")).startswith(b"psst\n")
+                assert _recv_retrying(a, lambda: os.write(w, b"news\n")).startswith(b"news\n")
+            lst.wait_err(r"(closed[\s\S]*){2}")
+            lst.proc.send_signal(signal.SIGTERM)
+            assert lst.wait() == 0
+            assert lst.out == b""
+    finally:
+        os.close(r)
+        os.close(w)
