@@ -63,8 +63,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "connect",
         help="connect to HOST PORT: standard input to the socket, the socket to standard output",
         description="Connect and copy standard input to the connection and the connection "
-        "to standard output (netcat). End of input half-closes; the command ends when the "
-        "peer closes.",
+        "to standard output (netcat). End of input half-closes; the command ends once the "
+        "peer has closed and standard input has ended too, as ncat does (on a terminal: when "
+        "the peer closes; -q SECS: at most SECS after end of input).",
     )
     connect.add_argument("host", metavar="HOST", help="host name or address (-U: a socket path)")
     connect.add_argument(
@@ -92,7 +93,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     nc = sub.add_parser(
         "nc",
         help="netcat-style: 'nc HOST PORT' connects, 'nc -l [-p PORT]' listens",
-        description="An alias of connect and listen with netcat's argument order.",
+        description="An alias of connect and listen with netcat's argument order. Where "
+        "netcat variants differ, nc does what ncat does: -p is the source port when "
+        "connecting, --max-conns turns extra clients away at once.",
     )
     nc.add_argument("-l", "--listen", action="store_true", help="listen instead of connecting")
     nc.add_argument("where", metavar="[HOST] [PORT]", nargs="*", help="where to connect or bind")
