@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -284,3 +285,13 @@ def test_broker_send_only_speaks_but_keeps_stdout_out() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Unix datagram clients autobind")
+def test_unix_datagram_connect_and_listen(tmp_path: Path) -> None:
+    path = str(tmp_path / "d.sock")
+    with running(sk("nc", "-lvUu", path, "-e", "cat")) as lst:
+        lst.wait_err(r"listening UDP on unix:")
+        done = run(sk("nc", "-Uu", "-q", "2", path), b"one datagram\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == b"one datagram\n"

@@ -361,7 +361,9 @@ def _remote(args: argparse.Namespace, host: str, port: str | None) -> RelayAddre
         if port is not None:
             raise UsageError("-U takes a socket path and no port")
         if args.udp:
-            raise UsageError("-U with -u (Unix datagram) is not supported by connect yet")
+            # A datagram side at a Unix path: the relay's datagram kind takes
+            # any endpoint (the client autobinds, so that replies reach it).
+            return RelayAddress("udp", UnixEndpoint(host), text=f"unix-dgram:{host}")
         return RelayAddress("unix", UnixEndpoint(host), text=f"unix:{host}")
     if port is None:
         raise UsageError("connect needs HOST and PORT (see --help)")
@@ -467,7 +469,8 @@ def _listen_address(args: argparse.Namespace, where: list[str]) -> RelayAddress:
         if len(where) != 1 or args.listen_port:
             raise UsageError("listen -U takes one socket path (and no -p)")
         if args.udp:
-            raise UsageError("-U with -u (Unix datagram) is not supported by listen yet")
+            path = where[0]
+            return RelayAddress("udp-listen", UnixEndpoint(path), text=f"unix-dgram-listen:{path}")
         return RelayAddress("unix-listen", UnixEndpoint(where[0]), text=f"unix-listen:{where[0]}")
     host: str | None = None
     port_text: str | None = args.listen_port
