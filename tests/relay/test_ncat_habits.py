@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
