@@ -295,3 +295,18 @@ def test_unix_datagram_connect_and_listen(tmp_path: Path) -> None:
         done = run(sk("nc", "-Uu", "-q", "2", path), b"one datagram\n")
         assert done.returncode == 0, done.stderr
         assert done.stdout == b"one datagram\n"
+
+
+def test_zero_probe_over_udp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        ok = run(sk("nc", "-zvu", "-w", "0.3", "127.0.0.1", str(port)))
+        assert ok.returncode == 0, ok.stderr
+        assert f"connection to 127.0.0.1:{port} succeeded".encode() in ok.stderr
+    closed = run(sk("nc", "-zu", "127.0.0.1", str(port)))  # nothing bound there now
+    err = closed.stderr.decode()
+    assert closed.returncode == 3, err
+    assert (
+        err.startswith("socketkit: error: UDP port closed at 127.0.0.1:") and err.count("\n") == 1
+    )

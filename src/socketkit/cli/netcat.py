@@ -56,6 +56,9 @@ __all__ = ["add_parsers"]
 
 #: listen's default port: the lecture's (every original program uses 8080).
 DEFAULT_LISTEN_PORT = 8080
+#: Seconds ``-z -u`` waits for a closed port's "port unreachable" (without -w):
+#: on a LAN it takes well under a millisecond; a second allows for a slow path.
+UDP_PROBE_WAIT = 1.0
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,7 +165,11 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
         "default: until it does)",
     )
     p.add_argument(
-        "-z", "--zero", action="store_true", help="only check that a connection can be made"
+        "-z",
+        "--zero",
+        action="store_true",
+        help="only check that a connection can be made (with -u: that no 'port unreachable' "
+        "comes back)",
     )
     direction = p.add_mutually_exclusive_group()
     direction.add_argument("--send-only", action="store_true", help="only send; ignore input")
@@ -428,8 +435,6 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
     """-z: connect and close at once; report each port with -v; 0 if any is open."""
     if args.port is None and not args.unixsock:
         raise UsageError("connect -z needs HOST and PORT (or LO-HI)")
-    if args.udp:
-        raise UsageError("-z probes TCP (UDP has no connection to make)")
     log = _log(args, env)
     opts = _tls(args, env, "client")
     if args.unixsock:
@@ -441,9 +446,16 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
     timeout = args.wait if args.wait else 5.0
     open_count = 0
     last_error: SocketkitError | None = None
+    if args.udp and not args.wait:
+        timeout = UDP_PROBE_WAIT
+    kind = socket.SOCK_DGRAM if args.udp else socket.SOCK_STREAM
     for target in targets:
         try:
-            sock = connect_socket(target, family=opts.family, timeout=timeout, source=opts.source)
+            sock = connect_socket(
+                target, type=kind, family=opts.family, timeout=timeout, source=opts.source
+            )
+            if args.udp:
+                _probe_datagram(sock, target, timeout)
         except SocketkitError as exc:
             if isinstance(exc, AddressError):
                 raise
@@ -460,6 +472,26 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
     if len(targets) == 1:
         raise last_error
     raise ConnectError(f"no port open on {args.host} in {args.port}") from last_error
+
+
+def _probe_datagram(sock: socket.socket, target: object, wait: float) -> None:
+    """-z -u: send an empty datagram and wait ``wait`` seconds for the port
+    unreachable error a closed port answers with (ICMP, reported by the
+    connected socket as ECONNREFUSED). No answer counts as open, as nc says:
+    UDP cannot tell an open port from a filtered one.
+
+    Raises:
+        ConnectError: the port is closed (the socket is closed then).
+    """
+    try:
+        sock.settimeout(wait)
+        sock.send(b"")
+        sock.recv(1)  # a reply: open
+    except TimeoutError:
+        pass
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"UDP port closed at {target} ({exc.strerror or exc})") from exc
 
 
 def _listen_address(args: argparse.Namespace, where: list[str]) -> RelayAddress:
