@@ -310,3 +310,41 @@ def test_zero_probe_over_udp() -> None:
     assert (
         err.startswith("socketkit: error: UDP port closed at 127.0.0.1:") and err.count("\n") == 1
     )
+
+
+def _udp_client() -> socket.socket:
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("127.0.0.1", 0))
+    c.settimeout(LOOPBACK_TIMEOUT)
+    return c
+
+
+def test_udp_keep_open_runs_a_program_per_peer() -> None:
+    with running(sk("nc", "-lvuk", "127.0.0.1", "0", "-c", 'read l; echo "got $l"')) as lst:
+        port = lst.port()
+        with _udp_client() as a, _udp_client() as b:
+            a.sendto(b"from a\n", ("127.0.0.1", port))
+            b.sendto(b"from b\n", ("127.0.0.1", port))
+            assert a.recvfrom(100) == (b"got from a\n", ("127.0.0.1", port))
+            assert b.recvfrom(100) == (b"got from b\n", ("127.0.0.1", port))
+            lst.wait_err(r"(exited with status 0[\s\S]*){2}")
+            a.sendto(b"again\n", ("127.0.0.1", port))  # a new program for a
+            assert a.recvfrom(100)[0] == b"got again\n"
+
+
+def test_udp_keep_open_to_stdio_hears_every_peer_and_answers_all() -> None:
+    r, w = os.pipe()
+    try:
+        with running(sk("nc", "-lvuk", "127.0.0.1", "0"), stdin=r) as lst:
+            port = lst.port()
+            with _udp_client() as a, _udp_client() as b:
+                a.sendto(b"from a\n", ("127.0.0.1", port))
+                lst.wait_out(b"from a\n")
+                b.sendto(b"from b\n", ("127.0.0.1", port))
+                lst.wait_out(b"from b\n")
+                os.write(w, b"to all\n")
+                assert a.recv(100) == b"to all\n"
+                assert b.recv(100) == b"to all\n"
+    finally:
+        os.close(r)
+        os.close(w)

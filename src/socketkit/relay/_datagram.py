@@ -1,4 +1,5 @@
-"""UDP relays: ``udp-listen:P,fork udp:H:Q`` gives each client address its own upstream.
+"""UDP relays: ``udp-listen:P,fork udp:H:Q`` gives each client address its own upstream;
+``listen -u -k`` serves every peer to standard I/O or a program each (``DatagramPeers``).
 
 As socat's fork does for UDP: the first datagram from a new client
 address opens a connected UDP socket to the target for that client; what
@@ -22,15 +23,17 @@ import contextlib
 import socket
 from typing import Any
 
-from .._sockets import bound_port
+from .._sockets import MAX_UDP_PAYLOAD, bound_port
 from ..address import format_sockaddr
 from ..errors import SocketkitError
 from ..server import ServerLog, Stats
 from ._access import AccessList
+from ._exec import ExecCommand
 from ._grammar import RelayAddress
+from ._link import Link, LinkOptions, SideProtocol
 from ._sides import OpenOptions, address_family, connect_stream
 
-__all__ = ["DatagramRelay"]
+__all__ = ["DatagramPeers", "DatagramRelay"]
 
 #: Datagrams handled per wake-up before other work gets a turn.
 DATAGRAM_BATCH = 256
@@ -213,3 +216,181 @@ class DatagramRelay:
                     idle.append(client)
             for client in idle:
                 self._forget(client, None)
+
+
+# ------------------------------------------------- -k to standard I/O or a program
+
+
+class _PeerFeed(SideProtocol):
+    """Side 0 of a link whose bytes come from datagrams the listener hands on."""
+
+    __slots__ = ()
+
+
+class _PeerSink:
+    """The UDP peer(s) a link writes to: each chunk goes out of the listening
+    socket (cut into datagrams), so peers see replies from the address they
+    talked to. ``peers``: one address, or the listener's table of all of them."""
+
+    __slots__ = ("closed", "on_close", "peers", "sock")
+
+    def __init__(self, sock: socket.socket, peers: Any, on_close: Any = None) -> None:
+        self.sock = sock
+        self.peers = peers
+        self.on_close = on_close
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        view = memoryview(data)
+        targets = list(self.peers) if isinstance(self.peers, dict) else [self.peers]
+        for start in range(0, len(view), MAX_UDP_PAYLOAD):
+            chunk = view[start : start + MAX_UDP_PAYLOAD]
+            for addr in targets:
+                # Full socket buffer or a peer gone: UDP may drop, so do we.
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(chunk, addr)
+
+    def write_eof(self) -> None:
+        """UDP has no end of stream."""
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_close is not None:
+                asyncio.get_running_loop().call_soon(self.on_close)
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class DatagramPeers:
+    """``listen -u -k``: every peer of a bound UDP socket, to standard I/O or a program.
+
+    To standard I/O (one link for all): what any admitted peer sends goes to
+    standard output, what standard input gives goes to every peer heard from
+    so far. To a program (``-e``/``-c``, as ncat): each new peer address gets
+    a program of its own, through pipes; it lives until it exits (or ``-i``).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        other: Any,
+        *,
+        log: ServerLog,
+        access: AccessList,
+        options: LinkOptions,
+        open_other: Any,
+    ) -> None:
+        self.sock = sock
+        self.other = other
+        self.log = log
+        self.access = access
+        self.options = options
+        #: Opens side 1 of a link: (link, index) -> attached.
+        self.open_other = open_other
+        self.per_peer = isinstance(other, ExecCommand)
+        self.stats = Stats()
+        self.links: dict[Any, Link] = {}
+        self.peers: dict[Any, None] = {}  # insertion-ordered set
+        self._shared: tuple[Link, _PeerFeed] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> Stats:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self.sock.setblocking(False)
+        if not self.per_peer:
+            link = Link(self.options, names=("udp peers", "stdio"))
+            feed = _PeerFeed(link, 0)
+            link.attach(0, None, _PeerSink(self.sock, self.peers), feed)
+            self._shared = (link, feed)
+            await self.open_other(link, 1)
+        loop.add_reader(self.sock.fileno(), self._readable)
+        try:
+            await self._stopped
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(self.sock.fileno())
+            links = list(self.links.values())
+            if self._shared is not None:
+                links.append(self._shared[0])
+            for link in links:
+                link.finish("terminated")
+        return self.stats
+
+    def stop(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    def _readable(self) -> None:
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats.errors += 1
+                self.log.event(f"recvfrom: {exc}", "error", True)
+                continue
+            if addr not in self.peers and not self._admit(addr):
+                continue
+            self.stats.datagrams_in += 1
+            self.stats.bytes_in += len(data)
+            if not data:
+                continue  # an empty datagram is no end of stream
+            if self._shared is not None:
+                self._shared[1].data_received(data)
+            elif addr in self.links:
+                feed = self.links[addr].sides[0].feeds
+                feed.data_received(data)
+
+    def _admit(self, addr: Any) -> bool:
+        refusal = self.access.check(addr)
+        if refusal is not None:
+            self.stats.refused += 1
+            self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+            return False
+        peer = format_sockaddr(addr)
+        self.peers[addr] = None
+        self.stats.connections += 1
+        self.log.event(f"{peer}: connected", "connected", True, peer=peer)
+        if self.per_peer:
+            self._start_link(addr, peer)
+        return True
+
+    def _start_link(self, addr: Any, peer: str) -> None:
+        link = Link(self.options, names=(peer, str(self.other)))
+        self.links[addr] = link
+        self.stats.active += 1
+        self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
+        sink = _PeerSink(self.sock, addr, on_close=lambda: link.finish("closed"))
+        link.attach(0, None, sink, _PeerFeed(link, 0))
+        task = asyncio.get_running_loop().create_task(self._run_link(addr, peer, link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_link(self, addr: Any, peer: str, link: Link) -> None:
+        try:
+            await self.open_other(link, 1)
+            result = await link.wait()
+            reason = str(result.error) if result.error is not None else None
+            self.log.closed(peer, reason, result.received, result.sent)
+        except SocketkitError as exc:
+            self.stats.errors += 1
+            link.abort(str(exc))
+            self.log.closed(peer, str(exc), 0, 0)
+        finally:
+            # The next datagram from this address starts a new program.
+            if self.links.get(addr) is link:
+                del self.links[addr]
+                del self.peers[addr]
+                self.stats.active -= 1

@@ -38,7 +38,7 @@ from ..errors import UsageError
 from ..server import Limits, ServerConfig, ServerLog, StreamEngine, run, run_stream_server
 from ..server._engine import install_signal_handlers
 from ._access import AccessList
-from ._datagram import DatagramRelay
+from ._datagram import DatagramPeers, DatagramRelay
 from ._exec import ExecCommand, open_exec, run_exec_on_socket
 from ._grammar import RelayAddress
 from ._hub import Hub
@@ -363,12 +363,14 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
     endpoint = a.endpoint
     assert endpoint is not None
     keep_open = settings.keep_open or a.fork
-    if keep_open and not (isinstance(b, RelayAddress) and b.transport == "udp"):
-        raise UsageError(
-            "udp-listen with fork relays to udp: addresses (each client gets its own socket)"
-        )
+    to_udp = isinstance(b, RelayAddress) and b.transport == "udp"
+    to_local = isinstance(b, ExecCommand) or (isinstance(b, RelayAddress) and b.kind == "stdio")
+    if keep_open and not (to_udp or to_local):
+        raise UsageError("udp-listen with fork relays to udp: addresses, standard I/O or a program")
     sock = bind_socket(endpoint, type=socket.SOCK_DGRAM, family=address_family(a, settings.open))
     try:
+        if keep_open and to_local:
+            return _serve_udp_peers(sock, a, b, settings)
         if keep_open:
             assert isinstance(b, RelayAddress)
             relay = DatagramRelay(
@@ -395,6 +397,41 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
         return _run_to_end(_udp_first_peer(sock, a, b, settings))
     finally:
         sock.close()
+
+
+def _serve_udp_peers(
+    sock: socket.socket, a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySettings
+) -> int:
+    """``listen -u -k``: every peer to standard I/O, or each to a program (``DatagramPeers``)."""
+    log = settings.log
+
+    async def open_other(link: Link, index: int) -> None:
+        if isinstance(b, ExecCommand):
+            await open_exec(b, log, link, index)
+        else:
+            await open_side(b, settings.open, link, index)
+
+    peers = DatagramPeers(
+        sock,
+        b,
+        log=log,
+        access=settings.access,
+        options=dataclasses.replace(settings.link, local=1),
+        open_other=open_other,
+    )
+
+    async def serve() -> Any:
+        undo = install_signal_handlers(peers.stop)
+        try:
+            _announce(sock, a, settings)
+            return await peers.serve()
+        finally:
+            undo()
+
+    stats = _run_to_end(serve())
+    if settings.summary:
+        log.summary(stats)
+    return 0
 
 
 async def _first_datagram(sock: socket.socket, access: AccessList, log: ServerLog) -> Any:
