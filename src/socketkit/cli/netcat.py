@@ -183,7 +183,12 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
         help="send line endings as CRLF (standard input, or what -e/-c's program writes)",
     )
     p.add_argument("--hex-dump", metavar="FILE", help="write a hex dump of the traffic to FILE")
-    p.add_argument("-x", action="store_true", dest="hex_stderr", help="hex dump to stderr")
+    p.add_argument(
+        "-x",
+        action="store_true",
+        dest="hex_stderr",
+        help="hex dump to stderr (ncat's -x takes a FILE: use --hex-dump FILE)",
+    )
     p.add_argument(
         "-o", "--output", metavar="FILE", help="write the session's bytes, both directions, to FILE"
     )
