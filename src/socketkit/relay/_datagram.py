@@ -77,7 +77,83 @@ class _Client(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class DatagramRelay:
+class _BoundDatagrams:
+    """A bound UDP socket drained by a reader callback until ``stop()``: the
+    loop both UDP relays share. Subclasses say what a datagram from an
+    address does (``_received``), and what starts and ends with serving."""
+
+    def __init__(self, sock: socket.socket, *, log: ServerLog, access: AccessList) -> None:
+        self.sock = sock
+        self.log = log
+        self.access = access
+        self.stats = Stats()
+        self._stopped: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int | None:
+        return bound_port(self.sock)
+
+    async def serve(self) -> Stats:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self.sock.setblocking(False)
+        await self._starting()
+        loop.add_reader(self.sock.fileno(), self._readable)
+        try:
+            await self._stopped
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(self.sock.fileno())
+            self._ending()
+        return self.stats
+
+    def stop(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def _starting(self) -> None:
+        """Before the first datagram is read."""
+
+    def _ending(self) -> None:
+        """Once serving stopped: close what the peers had."""
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        raise NotImplementedError
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        stats = self.stats
+        received = self._received
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                stats.errors += 1
+                self.log.event(f"recvfrom: {exc}", "error", True)
+                continue
+            stats.datagrams_in += 1
+            stats.bytes_in += len(data)
+            received(data, addr)
+
+    def _admitted(self, addr: Any) -> bool:
+        """Whether a new peer may talk to us (refusals are counted and logged)."""
+        refusal = self.access.check(addr)
+        if refusal is None:
+            return True
+        self.stats.refused += 1
+        self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+        return False
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class DatagramRelay(_BoundDatagrams):
     """A bound UDP socket relaying each client address to its own upstream socket."""
 
     def __init__(
@@ -90,69 +166,33 @@ class DatagramRelay:
         access: AccessList,
         idle_timeout: float,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, log=log, access=access)
         self.target = target
         self.opts = opts
-        self.log = log
-        self.access = access
         self.idle_timeout = idle_timeout
-        self.stats = Stats()
         self.clients: dict[Any, _Client] = {}
-        self._stopped: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def port(self) -> int | None:
-        return bound_port(self.sock)
+    async def _starting(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
-    async def serve(self) -> Stats:
-        loop = asyncio.get_running_loop()
-        self._stopped = loop.create_future()
-        self.sock.setblocking(False)
-        loop.add_reader(self.sock.fileno(), self._readable)
-        sweeper = loop.create_task(self._sweep())
-        try:
-            await self._stopped
-        finally:
-            sweeper.cancel()
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(self.sock.fileno())
-            for client in list(self.clients.values()):
-                client.close()
-            self.clients.clear()
-        return self.stats
+    def _ending(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for client in list(self.clients.values()):
+            client.close()
+        self.clients.clear()
 
-    def stop(self) -> None:
-        if self._stopped is not None and not self._stopped.done():
-            self._stopped.set_result(None)
-
-    def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
-        clients = self.clients
-        stats = self.stats
-        for _ in range(DATAGRAM_BATCH):
-            try:
-                data, addr = recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                stats.errors += 1
-                self.log.event(f"recvfrom: {exc}", "error", True)
-                continue
-            stats.datagrams_in += 1
-            stats.bytes_in += len(data)
-            client = clients.get(addr)
+    def _received(self, data: bytes, addr: Any) -> None:
+        client = self.clients.get(addr)
+        if client is None:
+            client = self._new_client(addr)
             if client is None:
-                client = self._new_client(addr)
-                if client is None:
-                    continue
-            client.send(data)
+                return
+        client.send(data)
 
     def _new_client(self, addr: Any) -> _Client | None:
-        refusal = self.access.check(addr)
-        if refusal is not None:
-            self.stats.refused += 1
-            self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+        if not self._admitted(addr):
             return None
         client = _Client(self, addr)
         self.clients[addr] = client
@@ -160,9 +200,7 @@ class DatagramRelay:
         self.stats.active += 1
         self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
         self.log.event(f"{client.peer}: connected", "connected", True, peer=client.peer)
-        task = asyncio.get_running_loop().create_task(self._open(client))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._open(client))
         return client
 
     async def _open(self, client: _Client) -> None:
@@ -270,7 +308,7 @@ class _PeerSink:
         return default
 
 
-class DatagramPeers:
+class DatagramPeers(_BoundDatagrams):
     """``listen -u -k``: every peer of a bound UDP socket, to standard I/O or a program.
 
     To standard I/O (one link for all): what any admitted peer sends goes to
@@ -289,75 +327,43 @@ class DatagramPeers:
         options: LinkOptions,
         open_other: Any,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, log=log, access=access)
         self.other = other
-        self.log = log
-        self.access = access
         self.options = options
         #: Opens side 1 of a link: (link, index) -> attached.
         self.open_other = open_other
         self.per_peer = isinstance(other, ExecCommand)
-        self.stats = Stats()
         self.links: dict[Any, Link] = {}
         self.peers: dict[Any, None] = {}  # insertion-ordered set
         self._shared: tuple[Link, _PeerFeed] | None = None
-        self._stopped: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def serve(self) -> Stats:
-        loop = asyncio.get_running_loop()
-        self._stopped = loop.create_future()
-        self.sock.setblocking(False)
+    async def _starting(self) -> None:
         if not self.per_peer:
             link = Link(self.options, names=("udp peers", "stdio"))
             feed = _PeerFeed(link, 0)
             link.attach(0, None, _PeerSink(self.sock, self.peers), feed)
             self._shared = (link, feed)
             await self.open_other(link, 1)
-        loop.add_reader(self.sock.fileno(), self._readable)
-        try:
-            await self._stopped
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(self.sock.fileno())
-            links = list(self.links.values())
-            if self._shared is not None:
-                links.append(self._shared[0])
-            for link in links:
-                link.finish("terminated")
-        return self.stats
 
-    def stop(self) -> None:
-        if self._stopped is not None and not self._stopped.done():
-            self._stopped.set_result(None)
+    def _ending(self) -> None:
+        links = list(self.links.values())
+        if self._shared is not None:
+            links.append(self._shared[0])
+        for link in links:
+            link.finish("terminated")
 
-    def _readable(self) -> None:
-        for _ in range(DATAGRAM_BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.stats.errors += 1
-                self.log.event(f"recvfrom: {exc}", "error", True)
-                continue
-            if addr not in self.peers and not self._admit(addr):
-                continue
-            self.stats.datagrams_in += 1
-            self.stats.bytes_in += len(data)
-            if not data:
-                continue  # an empty datagram is no end of stream
-            if self._shared is not None:
-                self._shared[1].data_received(data)
-            elif addr in self.links:
-                feed = self.links[addr].sides[0].feeds
-                feed.data_received(data)
+    def _received(self, data: bytes, addr: Any) -> None:
+        if addr not in self.peers and not self._admit(addr):
+            return
+        if not data:
+            return  # an empty datagram is no end of stream
+        if self._shared is not None:
+            self._shared[1].data_received(data)
+        elif addr in self.links:
+            self.links[addr].sides[0].feeds.data_received(data)
 
     def _admit(self, addr: Any) -> bool:
-        refusal = self.access.check(addr)
-        if refusal is not None:
-            self.stats.refused += 1
-            self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+        if not self._admitted(addr):
             return False
         peer = format_sockaddr(addr)
         self.peers[addr] = None
@@ -374,9 +380,7 @@ class DatagramPeers:
         self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
         sink = _PeerSink(self.sock, addr, on_close=lambda: link.finish("closed"))
         link.attach(0, None, sink, _PeerFeed(link, 0))
-        task = asyncio.get_running_loop().create_task(self._run_link(addr, peer, link))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._run_link(addr, peer, link))
 
     async def _run_link(self, addr: Any, peer: str, link: Link) -> None:
         try:
