@@ -348,3 +348,8 @@ def test_udp_keep_open_to_stdio_hears_every_peer_and_answers_all() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_source_address_with_listen_is_the_address_to_bind() -> None:
+    with running(sk("nc", "-lv", "-s", "127.0.0.1", "-p", "0")) as lst:
+        assert "(127.0.0.1:" in lst.wait_err(r"listening on port \d+ \(.*\)").group(0)

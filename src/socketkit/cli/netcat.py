@@ -128,7 +128,7 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
         "-s",
         "--source",
         metavar="ADDR",
-        help="connect from this local address (not with -l: give the address to bind as HOST)",
+        help="connect from this local address; with -l, the address to listen on",
     )
     p.add_argument(
         "-n",
@@ -346,8 +346,6 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
         if opts.source is not None and opts.source[0] is not None and opts.family == 0:
             # Connect with the family of the source address.
             opts.family = socket.AF_INET6 if ":" in opts.source[0] else socket.AF_INET
-    elif args.source is not None:
-        raise UsageError("-s is the source address to connect from; to listen, give HOST")
     if not args.tls:
         extra = [f for f, v in (("--cert", args.cert), ("--ca-file", args.ca_file)) if v]
         extra += [f for f, v in (("--insecure", args.insecure), ("--sni", args.sni)) if v]
@@ -522,6 +520,11 @@ def _listen_address(args: argparse.Namespace, where: list[str]) -> RelayAddress:
             port_text = where[0]
         else:
             host = where[0]
+    if args.source is not None:
+        # -s with -l: the address to listen on (netcat's habit).
+        if host is not None:
+            raise UsageError("give the address to bind once: either -s ADDR or HOST")
+        host = args.source
     if host is not None and host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     _numeric(args, host, "the address to bind")
