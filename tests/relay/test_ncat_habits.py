@@ -353,3 +353,17 @@ def test_udp_keep_open_to_stdio_hears_every_peer_and_answers_all() -> None:
 def test_source_address_with_listen_is_the_address_to_bind() -> None:
     with running(sk("nc", "-lv", "-s", "127.0.0.1", "-p", "0")) as lst:
         assert "(127.0.0.1:" in lst.wait_err(r"listening on port \d+ \(.*\)").group(0)
+
+
+def test_hex_dump_file_starts_empty_unless_appending(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.txt"
+    for extra in ([], ["--append-output"]):
+        with running(sk("listen", "-v", "127.0.0.1", "0", "-e", "cat")) as lst:
+            port = lst.port()
+            argv = ["connect", "--hex-dump", str(dump), *extra, "127.0.0.1", str(port)]
+            assert run(sk(*argv), b"Hello\n").stdout == b"Hello\n"
+    assert dump.read_text().count("> 00000000  48 65 6c 6c 6f 0a") == 2
+    with running(sk("listen", "-v", "127.0.0.1", "0", "-e", "cat")) as lst:
+        port = lst.port()
+        assert run(sk("connect", "--hex-dump", str(dump), "127.0.0.1", str(port)), b"Hi\n")
+    assert dump.read_text().count("> 00000000") == 1

@@ -182,7 +182,11 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
         action="store_true",
         help="send line endings as CRLF (standard input, or what -e/-c's program writes)",
     )
-    p.add_argument("--hex-dump", metavar="FILE", help="write a hex dump of the traffic to FILE")
+    p.add_argument(
+        "--hex-dump",
+        metavar="FILE",
+        help="write a hex dump of the traffic to FILE (emptied first, as ncat; see --append-output)",
+    )
     p.add_argument(
         "-x",
         action="store_true",
