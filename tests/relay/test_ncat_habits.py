@@ -332,6 +332,15 @@ def test_udp_keep_open_runs_a_program_per_peer() -> None:
             assert a.recvfrom(100)[0] == b"got again\n"
 
 
+def test_udp_keep_open_program_gets_ncat_environment() -> None:
+    with running(sk("nc", "-lvuk", "127.0.0.1", "0", "-c", f"read l; {ENV_LINE}")) as lst:
+        port = lst.port()
+        with _udp_client() as a:
+            a.sendto(b"hi\n", ("127.0.0.1", port))
+            me = a.getsockname()[1]
+            assert a.recv(100) == f"127.0.0.1 {me} 127.0.0.1 {port} UDP\n".encode()
+
+
 def test_udp_keep_open_to_stdio_hears_every_peer_and_answers_all() -> None:
     r, w = os.pipe()
     try:

@@ -305,6 +305,14 @@ class _PeerSink:
     abort = close
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """As a transport's: the listening socket, and the one peer (if one)."""
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            with contextlib.suppress(OSError):
+                return self.sock.getsockname()
+        if name == "peername" and not isinstance(self.peers, dict):
+            return self.peers
         return default
 
 

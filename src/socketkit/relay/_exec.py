@@ -118,28 +118,35 @@ def log_exit(log: ServerLog, command: ExecCommand, peer: str, status: int) -> No
     )
 
 
-def ncat_environment(sock: Any) -> dict[str, str]:
+def ncat_environment(conn: Any) -> dict[str, str]:
     """The environment of a program run on a connection: ours plus ncat's
     ``NCAT_REMOTE_ADDR``, ``NCAT_REMOTE_PORT``, ``NCAT_LOCAL_ADDR``,
     ``NCAT_LOCAL_PORT`` and ``NCAT_PROTO`` (TCP or UDP), so that scripts
     written for ``ncat -e`` run unchanged.
 
     Args:
-        sock: the connection, as a socket or as a transport (``get_extra_info``).
-            The address variables are set for IP connections only.
+        conn: the connection, as a socket or as a transport (``get_extra_info``:
+            socket, sockname, peername). The variables are set for IP only.
     """
     env = dict(os.environ)
-    if isinstance(sock, socket.socket):
-        raw: Any = sock
+    local: Any = None
+    remote: Any = None
+    if isinstance(conn, socket.socket):
+        sock: Any = conn
+        with contextlib.suppress(OSError):
+            local, remote = conn.getsockname(), conn.getpeername()
+    elif hasattr(conn, "get_extra_info"):
+        sock = conn.get_extra_info("socket")
+        local, remote = conn.get_extra_info("sockname"), conn.get_extra_info("peername")
     else:
-        raw = sock.get_extra_info("socket") if hasattr(sock, "get_extra_info") else None
-    if raw is None or raw.family not in (socket.AF_INET, socket.AF_INET6):
         return env
-    with contextlib.suppress(OSError):
-        local, remote = raw.getsockname(), raw.getpeername()
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return env
+    if isinstance(remote, tuple):
         env["NCAT_REMOTE_ADDR"], env["NCAT_REMOTE_PORT"] = remote[0], str(remote[1])
+    if isinstance(local, tuple):
         env["NCAT_LOCAL_ADDR"], env["NCAT_LOCAL_PORT"] = local[0], str(local[1])
-    env["NCAT_PROTO"] = "UDP" if raw.type == socket.SOCK_DGRAM else "TCP"
+    env["NCAT_PROTO"] = "UDP" if sock.type == socket.SOCK_DGRAM else "TCP"
     return env
 
 
@@ -169,7 +176,8 @@ async def open_exec(
     """Run ``command`` as side ``index`` of ``link`` until it exits (see the module doc)."""
     peer = link.sides[1 - index].name
     fd = _handover_fd(conn, link)
-    env = ncat_environment(link.sides[1 - index].source)
+    other = link.sides[1 - index]
+    env = ncat_environment(other.source if other.source is not None else other.sink)
     if fd is not None:
         os.set_blocking(fd, True)  # the program expects a blocking stdin and stdout
         proc = command.start(stdin=fd, stdout=fd, env=env)
