@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.procs import ServerProcess, Unavailable, raise_nofile_limit, run_loadgen
-from benchmarks.registry import BIN_DIR, Scenario
+from benchmarks.registry import BIN_DIR, SERVERS, Context, Scenario
 
 SCALE_SCENARIOS: list[Scenario] = [
     Scenario(
@@ -86,21 +86,10 @@ def layouts(cpus: list[int]) -> list[Layout]:
 
 
 def _socketkit(python: str, workers: int, extra: tuple[str, ...]) -> list[str]:
-    return [
-        python,
-        "-m",
-        "socketkit",
-        "tcp-server",
-        "--service",
-        "echo",
-        "--host",
-        "127.0.0.1",
-        "-p",
-        "0",
-        "--workers",
-        str(workers),
-        *extra,
-    ]
+    """The registry's socketkit echo server, with ``--workers``."""
+    build = SERVERS["socketkit"].command("tcp")
+    assert build is not None
+    return [*build(Context(python=python, socketkit_args=extra)), "--workers", str(workers)]
 
 
 def _loadgen(port: int, params: dict[str, Any]) -> list[str]:
