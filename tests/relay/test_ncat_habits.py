@@ -376,3 +376,18 @@ def test_hex_dump_file_starts_empty_unless_appending(tmp_path: Path) -> None:
         port = lst.port()
         assert run(sk("connect", "--hex-dump", str(dump), "127.0.0.1", str(port)), b"Hi\n")
     assert dump.read_text().count("> 00000000") == 1
+
+
+def test_connect_source_port_long_option() -> None:
+    with socket.socket() as srv, socket.socket() as probe:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        probe.bind(("127.0.0.1", 0))
+        source_port = probe.getsockname()[1]
+        probe.close()
+        with running(sk("connect", "--source-port", str(source_port), "127.0.0.1", str(port))):
+            srv.settimeout(LOOPBACK_TIMEOUT)
+            conn, peer = srv.accept()
+            conn.close()
+        assert peer[1] == source_port

@@ -117,12 +117,12 @@ def _add_options(p: argparse.ArgumentParser, *, listen: bool) -> None:
             "nc without -l: the source port to connect from, as ncat",
         )
     else:
+        # No -p here: tcp-client's -p is the server's port; nc's -p is this one.
         p.add_argument(
-            "-p",
             "--source-port",
             dest="source_port",
             metavar="PORT",
-            help="connect from this local port (ncat's -p)",
+            help="connect from this local port (nc -p PORT, as ncat)",
         )
     p.add_argument(
         "-s",
