@@ -285,7 +285,7 @@ class StreamEngine(ConnectionHost):
                 self.stats.refused += 1
                 self.log.event(
                     f"{format_sockaddr(addr)}: refused: too many connections "
-                    f"(--max-conns {self.limits.max_conns})",
+                    f"(at most {self.limits.max_conns} at once)",
                     "refused",
                 )
                 sock.close()
