@@ -27,6 +27,10 @@ Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
                    flow control and half-close (the reference relay)
 * ``socat-b64k``   ``socat -b 65536 TCP-LISTEN:P,reuseaddr,fork TCP:127.0.0.1:Q``
 * ``socat``        the same with socat's default 8 KiB buffer (bulk only)
+* ``socketkit-proxy``  ``socketkit proxy -p P``: the load generator opens each
+                   connection with a SOCKS5 CONNECT to Q (``loadgen --socks5``),
+                   done before the measurement; then the tunnel is the same
+                   relay link as ``socketkit``'s (echo 64 B x100 and bulk)
 * ``ncat``         ``ncat -l -k P --sh-exec 'ncat 127.0.0.1 Q'`` (only when asked for with
                    ``--relay ncat``: with 1 GiB flowing both ways at once its blocking
                    loop stalls, and the run fails after 30 s without progress)
@@ -143,10 +147,15 @@ def _socat(*extra: str) -> Callable[[int, int], list[str]]:
     return build
 
 
+def _socketkit_proxy(listen: int, target: int) -> list[str]:
+    return [sys.executable, "-m", "socketkit", "proxy", "-q", "-p", str(listen)]
+
+
 # relay name -> (listen_port, target_port) -> command line
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     "direct": lambda listen, target: [],
     "socketkit": _socketkit,
+    "socketkit-proxy": _socketkit_proxy,
     "uvloop": lambda listen, target: [
         sys.executable,
         str(SERVERS_DIR / "asyncio_relay.py"),
@@ -170,10 +179,12 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
 #: Which contenders run which measurement (a process per connection is no
 #: contender for 1000 echo connections or 5000 idle ones).
 CONTENDERS = {
-    "echo": ("direct", "socketkit", "uvloop", "socat-b64k"),
+    "echo": ("direct", "socketkit", "uvloop", "socat-b64k", "socketkit-proxy"),
     "idle": ("socketkit", "uvloop", "socat-b64k"),
-    "bulk": ("direct", "socketkit", "uvloop", "socat-b64k", "socat", "ncat"),
+    "bulk": ("direct", "socketkit", "uvloop", "socat-b64k", "socat", "ncat", "socketkit-proxy"),
 }
+#: Contenders the load generator reaches through SOCKS5 (``loadgen --socks5``).
+SOCKS5_CONTENDERS = ("socketkit-proxy",)
 #: Contenders that run only when named (``--relay``).
 ASKED_ONLY = ("ncat",)
 #: Idle connections held by socat (a process each) are capped at this many.
@@ -285,6 +296,8 @@ def run_relay(
             if proc is not None:
                 _wait_connectable(port, proc)
             cmd = [str(BIN_DIR / "loadgen"), mode, "--port", str(port)]
+            if relay_name in SOCKS5_CONTENDERS:
+                cmd += ["--socks5", f"127.0.0.1:{echo.port}"]
             for key, value in params.items():
                 cmd += [f"--{key}", str(value)]
             if mode == "echo":
@@ -444,16 +457,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         results[sc.name] = entries
         print(f"{sc.name}: {sc.description}; median of {runs} run(s), {sc.unit}")
-        print(f"  {'relay':12} {'median':>10} {'vs direct':>9} {'vs uvloop':>9}  note")
+        print(f"  {'relay':16} {'median':>10} {'vs direct':>9} {'vs uvloop':>9}  note")
         for name, e in entries.items():
             if e.get("status") == "ok":
                 ratios = [f"{e[k]:.2f}x" if k in e else "-" for k in ("vs_c", "vs_uvloop")]
                 print(
-                    f"  {name:12} {e['median']:10,.2f} {ratios[0]:>9} {ratios[1]:>9}"
+                    f"  {name:16} {e['median']:10,.2f} {ratios[0]:>9} {ratios[1]:>9}"
                     f"  {e.get('reason', '')}"
                 )
             else:
-                print(f"  {name:12} {e.get('status', '?'):>10}  {e.get('reason', '')}")
+                print(f"  {name:16} {e.get('status', '?'):>10}  {e.get('reason', '')}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

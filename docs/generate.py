@@ -215,7 +215,27 @@ def tutorial(images: Path | None) -> str:
     parts.append(block(_show(server.args), server.finish()))
     parts.append(block("$ echo 'hello over TLS' | socketkit " + " ".join(client_args), client_out))
 
-    parts.append("## 7. Measuring: `socketkit bench`\n")
+    parts.append("## 7. Proxies: SOCKS and HTTP, both ways\n")
+    parts.append(
+        "`socketkit proxy` serves SOCKS4, SOCKS4a, SOCKS5 and HTTP (CONNECT tunnels and "
+        "plain `http://` requests, as `curl -x` sends them) on one port, 1080 by default, "
+        "bound to 127.0.0.1 unless `--host` says otherwise. `--auth USER:PASS` asks for "
+        "credentials, `--allow-dest`/`--deny-dest` say which targets clients may reach "
+        "(`10.0.0.0/8`, `.example.com`, `:22`). On the client side `connect` and `nc` take "
+        "ncat's `--proxy HOST:PORT --proxy-type socks4|socks5|http` (and OpenBSD nc's "
+        "`-X 5 -x HOST:PORT`), and `relay` takes `socks5:PROXY:PORT:HOST:PORT` and its "
+        "kin. Here an echo server is reached through the proxy, once per protocol:\n"
+    )
+    target = Server(["tcp-server", "-p", "0", "-q", "--service", "echo"])
+    proxy = Server(["proxy", "-p", "0", "--deny-dest", ":22"])
+    for kind in ("socks5", "socks4", "http"):
+        args = ["connect", "--proxy", f"127.0.0.1:{proxy.port}", "--proxy-type", kind]
+        args += ["localhost", target.port]
+        parts.append(block(f"$ echo 'via {kind}' | " + _show(args)[2:], run(args, f"via {kind}\n")))
+    parts.append(block(_show(proxy.args) + "   # stopped with Ctrl-C", proxy.finish(stop=True)))
+    target.finish(stop=True)
+
+    parts.append("## 8. Measuring: `socketkit bench`\n")
     parts.append(
         "An iperf-class benchmark that speaks iperf3's protocol: `socketkit bench client "
         "HOST` measures against any iperf3 3.x server (`iperf3 -s`) and `socketkit bench "
@@ -282,6 +302,7 @@ COMMANDS = [
     "listen",
     "nc",
     "relay",
+    "proxy",
     "bench server",
     "bench client",
 ]

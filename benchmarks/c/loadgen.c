@@ -22,6 +22,11 @@
  *         echoes one more byte on every held connection and prints
  *         "echoed {json}" (how many came back, how long the slowest took).
  *
+ * Common: --socks5 ADDR:PORT makes --host/--port a SOCKS5 proxy (RFC 1928, no
+ * authentication) and asks it, on every new connection, for a tunnel to
+ * ADDR:PORT (IPv4) before any measured byte: blocking, once per connection,
+ * in the connect phase.
+ *
  * Echo results include fairness: "conns_without_replies" (live connections
  * that completed no request while counting) and "min_conn_requests".
  *
@@ -43,6 +48,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +60,8 @@ static unsigned char *pattern;        /* PATLEN + MAXCHUNK bytes, tail repeats h
 static unsigned char rbuf[MAXCHUNK];
 static volatile sig_atomic_t stop_flag;
 static struct sockaddr_in server;
+/* The tunnel's target when --socks5 is given (sin_port 0: no proxy). */
+static struct sockaddr_in socks_target;
 
 /* ------------------------------------------------------------------ utils */
 
@@ -155,11 +163,47 @@ static void usage(void) {
         "  bulk --bytes N\n"
         "  udp  --sockets K --window W --size S --duration T --warmup W [--udp-timeout-ms MS]\n"
         "  idle --conns N\n"
-        "  common: --connect-timeout SECONDS (default 30)\n");
+        "  common: --connect-timeout SECONDS (default 30), --socks5 ADDR:PORT\n");
     exit(2);
 }
 
 /* ------------------------------------------------------- connect phase */
+
+static int io_exact(int fd, unsigned char *buf, size_t n, int writing) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = writing ? write(fd, buf + done, n - done) : read(fd, buf + done, n - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/*
+ * The SOCKS5 CONNECT handshake on a connected socket, blocking with a 10 s
+ * receive timeout, then back to non-blocking. 0 when the tunnel is open.
+ * The reply is read whole: 10 bytes for an IPv4 bound address, 22 for IPv6.
+ */
+static int socks5_handshake(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    struct timeval tv = {10, 0};
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    unsigned char greet[3] = {5, 1, 0}, reply[22];
+    unsigned char req[10] = {5, 1, 0, 1};
+    memcpy(req + 4, &socks_target.sin_addr, 4);
+    memcpy(req + 8, &socks_target.sin_port, 2);
+    int ok = io_exact(fd, greet, 3, 1) == 0 && io_exact(fd, reply, 2, 0) == 0
+        && reply[0] == 5 && reply[1] == 0
+        && io_exact(fd, req, 10, 1) == 0 && io_exact(fd, reply, 4, 0) == 0
+        && reply[1] == 0 && (reply[3] == 1 || reply[3] == 4)
+        && io_exact(fd, reply + 4, reply[3] == 1 ? 6 : 18, 0) == 0;
+    tv.tv_sec = 0;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    fcntl(fd, F_SETFL, flags);
+    return ok ? 0 : -1;
+}
 
 struct conn {
     int fd;
@@ -206,6 +250,7 @@ static int connect_all(int ep, struct conn *cs, int n, int max_pending, double t
             socklen_t len = sizeof err;
             getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
             pending--;
+            if (!err && socks_target.sin_port && socks5_handshake(c->fd) < 0) err = EPROTO;
             if (err) {
                 ep_set(ep, EPOLL_CTL_DEL, c->fd, 0, 0);
                 close(c->fd); c->fd = -1; c->state = 2; failed++;
@@ -707,6 +752,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--window")) o.window = atoi(v);
         else if (!strcmp(a, "--udp-timeout-ms")) o.udp_timeout_ms = atoi(v);
         else if (!strcmp(a, "--connect-timeout")) o.connect_timeout = atoi(v);
+        else if (!strcmp(a, "--socks5")) {
+            char host[64];
+            const char *colon = strrchr(v, ':');
+            if (!colon || (size_t)(colon - v) >= sizeof host) usage();
+            memcpy(host, v, (size_t)(colon - v));
+            host[colon - v] = 0;
+            socks_target.sin_family = AF_INET;
+            socks_target.sin_port = htons((unsigned short)atoi(colon + 1));
+            if (inet_pton(AF_INET, host, &socks_target.sin_addr) != 1 || !socks_target.sin_port)
+                usage();
+        }
         else usage();
     }
     if (o.port <= 0 || o.port > 65535) usage();

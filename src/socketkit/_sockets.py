@@ -19,6 +19,7 @@ Platform evidence:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_UDP_PAYLOAD",
     "ConnectAttempt",
     "Connecting",
+    "aconnect_socket",
     "bind_socket",
     "bound_port",
     "connect_failure",
@@ -442,6 +444,43 @@ def retry_refused(exc: ConnectError, deadline: float) -> bool:
     """
     refused = exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
     return refused and time.monotonic() + CONNECT_RETRY_INTERVAL <= deadline
+
+
+async def aconnect_socket(
+    endpoint: Endpoint, family: int, *, admit: Callable[[ConnectAttempt], bool] | None = None
+) -> socket.socket:
+    """``connect_socket`` on the running event loop: the same attempts, in order.
+
+    A host name is resolved in the loop's executor, as ``loop.getaddrinfo``
+    does, but through ``address.resolve`` so that an unknown host is worded
+    as in the blocking layer; an address literal needs no thread.
+
+    Args:
+        admit: says which resolved addresses may be tried (a proxy's
+            destination policy); None tries them all.
+
+    Raises:
+        ConnectError: every attempt failed, or ``admit`` let none be tried.
+        AddressError: the host does not resolve.
+    """
+    loop = asyncio.get_running_loop()
+    connecting = Connecting(endpoint, family=family)
+    if connecting.resolving:
+        attempts = await loop.run_in_executor(None, connecting.attempts)
+    else:
+        attempts = connecting.attempts()
+    tried = False
+    for attempt in attempts:
+        if admit is not None and not admit(attempt):
+            continue
+        tried = True
+        with connecting.trying(attempt) as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, attempt.sockaddr)
+            return connecting.connected(attempt, sock)
+    if not tried:
+        raise ConnectError(f"cannot connect to {endpoint}: no address of it is allowed")
+    raise connecting.failure()
 
 
 def connect_failure(

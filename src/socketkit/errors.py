@@ -167,12 +167,17 @@ class ProxyError(ConnectError):
         protocol: the proxy protocol spoken: "SOCKS4", "SOCKS5" or "HTTP".
         reply: the proxy's reply code (SOCKS reply byte, HTTP status), or
             None when it sent none that could be read.
+        proxy: the proxy's address, when the caller knew it.
     """
 
-    def __init__(self, message: str, *, protocol: str, reply: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, protocol: str, reply: int | None = None, proxy: str | None = None
+    ) -> None:
         super().__init__(message)
         self.protocol = protocol
         self.reply = reply
+        #: The proxy's address (``host:port``), once known.
+        self.proxy = proxy
 
 
 class ProxyRefusedError(ProxyError):

@@ -1,215 +1,62 @@
-"""Connect through a SOCKS or HTTP proxy, blocking or asyncio.
+"""Connect through a SOCKS or HTTP proxy, blocking or asyncio: the public face.
 
-``connect_via_proxy`` (and its twin ``aconnect_via_proxy``) does all of it:
-decide where the target's name is resolved (``tunnel.plan_target``), open
-the connection to the proxy, and run the handshake; ``handshake`` and
-``ahandshake`` run only the handshake, over a connection the caller opened.
+Three ways, from the simplest:
 
-The handshakes themselves are sans-I/O machines (``socketkit.framing.socks``
-and ``socketkit.framing.http_proxy``); this module is the fill loop that
-feeds one from a ``socketkit.sync.Connection`` or ``socketkit.aio.Connection``
-through their public API only (``send_all``, ``receive_some``), so it works
-over TCP, TLS or a Unix socket alike. The two loops are the same steps:
-ask the machine for its next event, send what it queued, then act on the
-event (receive when it needs data).
+- ``sync.connect(target, proxy=Proxy(...))`` (and ``aio.connect``): a
+  connection to the target like any other, the proxy an option of the
+  endpoint; the target's first bytes are already in its buffer.
+- ``connect_via_proxy`` and its twin ``aconnect_via_proxy``: decide where
+  the target's name is resolved (``tunnel.plan_target``), open the
+  connection to the proxy and run the handshake; they also return the
+  ``TunnelOpen`` event (the proxy's bound address).
+- ``handshake`` and ``ahandshake``: only the handshake, over a connection
+  the caller opened (TCP, TLS or a Unix socket alike).
 
-Bytes the proxy sent after its reply are the tunnel's first bytes; they are
-in the returned ``TunnelOpen.trailing_data``, not in the connection, so hand
-them to the application before reading from the connection again.
+Bytes the proxy sent after its reply are the tunnel's first bytes; with the
+last two they are in ``TunnelOpen.trailing_data``, not in the connection,
+so hand them to the application before reading from the connection again.
 
-A handshake has one deadline for all its steps (``handshake_timeout``); a
-proxy that stalls is reported as ``proxy handshake to HOST:PORT timed out``.
+The handshake loops and ``Proxy`` live in ``socketkit._tunnel``, under
+``sync`` and ``aio`` (which use them for ``proxy=``); this module adds the
+calls that return connections.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import socket
-from collections.abc import Awaitable, Callable
-from typing import Final
-
 from . import aio, sync
-from ._timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline
-from .address import Endpoint, InetEndpoint, resolve
-from .errors import HostNotFoundError, ProxyAuthError, SocketTimeoutError, timeout_error
-from .framing.http_proxy import HttpConnectClient
-from .framing.socks import SocksClient
-from .framing.tunnel import (
-    DnsPolicy,
-    NeedData,
-    ProxyKind,
-    Reconnect,
-    TunnelClient,
-    TunnelOpen,
-    plan_target,
+from ._timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT
+from ._tunnel import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    AsyncStream,
+    HandshakeSteps,
+    Proxy,
+    SyncStream,
+    ahandshake,
+    aopen_proxy_socket,
+    aresolve_target,
+    handshake,
+    open_proxy_socket,
+    resolve_target,
+    tunnel_client,
 )
+from .address import Endpoint
+from .framing.tunnel import DnsPolicy, ProxyKind, TunnelOpen
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "AsyncStream",
+    "HandshakeSteps",
+    "Proxy",
+    "SyncStream",
     "aconnect_via_proxy",
     "ahandshake",
+    "aopen_proxy_socket",
     "connect_via_proxy",
     "handshake",
+    "open_proxy_socket",
     "resolve_target",
     "tunnel_client",
 ]
-
-#: 30 s for a whole proxy handshake: a SOCKS5 exchange with authentication is
-#: three round trips, and the proxy's own connect to the target (often up to
-#: its 10 to 20 s connect timeout) happens inside the last one.
-DEFAULT_HANDSHAKE_TIMEOUT: Final = 30.0
-
-
-def _reconnect_or_fail(client: TunnelClient, can_reconnect: bool, where: str) -> HttpConnectClient:
-    """The HTTP machine to restart after ``Reconnect``, or the error to raise."""
-    if not can_reconnect or not isinstance(client, HttpConnectClient):
-        raise ProxyAuthError(
-            f"HTTP proxy {where} closed the connection after its authentication challenge "
-            "(answering needs a new connection)",
-            protocol="HTTP",
-            reply=407,
-        )
-    return client
-
-
-def handshake(
-    conn: sync.Connection,
-    client: TunnelClient,
-    *,
-    reconnect: Callable[[], sync.Connection] | None = None,
-    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> tuple[sync.Connection, TunnelOpen]:
-    """Run ``client``'s handshake over ``conn`` until the tunnel is open.
-
-    Args:
-        conn: a connection to the proxy.
-        client: a fresh ``SocksClient`` or ``HttpConnectClient``.
-        reconnect: opens a new connection to the proxy, for an HTTP proxy
-            that closes after its Digest or Basic challenge. ``conn`` is
-            closed first.
-        handshake_timeout: seconds for the whole handshake (None: no limit).
-
-    Returns:
-        The connection that now is the tunnel (``conn``, or the one
-        ``reconnect`` opened) and the ``TunnelOpen`` event.
-
-    Raises:
-        ProxyError: the proxy refused, wants other credentials, could not
-            reach the target, or speaks another protocol.
-        SocketTimeoutError: the handshake did not finish in time.
-        BrokenError: the connection broke.
-
-    On an error ``conn`` is left to the caller to close (it is closed
-    already if ``reconnect`` was called); a connection that ``reconnect``
-    opened is closed here, since the caller never saw it.
-    """
-    deadline = Deadline(handshake_timeout)
-    where = conn.peer
-    current, opened = conn, False
-    try:
-        while True:
-            # Ask first, then send: answering the last reply queues more.
-            event = client.next_event()
-            data = client.data_to_send()
-            if data:
-                current.send_all(data, timeout=deadline.remaining())
-            if isinstance(event, TunnelOpen):
-                opened = True
-                return current, event
-            if isinstance(event, Reconnect):
-                http = _reconnect_or_fail(client, reconnect is not None, where)
-                assert reconnect is not None
-                current.close()
-                current = reconnect()
-                http.reconnected()
-                continue
-            assert isinstance(event, NeedData)
-            client.receive_data(current.receive_some(timeout=deadline.remaining()))
-    except SocketTimeoutError as exc:
-        raise timeout_error("proxy handshake", where, handshake_timeout) from exc
-    finally:
-        if not opened and current is not conn:
-            current.close()
-
-
-async def ahandshake(
-    conn: aio.Connection,
-    client: TunnelClient,
-    *,
-    reconnect: Callable[[], Awaitable[aio.Connection]] | None = None,
-    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> tuple[aio.Connection, TunnelOpen]:
-    """The asyncio twin of ``handshake`` (same arguments, results and errors)."""
-    deadline = Deadline(handshake_timeout)
-    where = conn.peer
-    current, opened = conn, False
-    try:
-        while True:
-            # Ask first, then send: answering the last reply queues more.
-            event = client.next_event()
-            data = client.data_to_send()
-            if data:
-                await current.send_all(data, timeout=deadline.remaining())
-            if isinstance(event, TunnelOpen):
-                opened = True
-                return current, event
-            if isinstance(event, Reconnect):
-                http = _reconnect_or_fail(client, reconnect is not None, where)
-                assert reconnect is not None
-                await current.aclose()
-                current = await reconnect()
-                http.reconnected()
-                continue
-            assert isinstance(event, NeedData)
-            client.receive_data(await current.receive_some(timeout=deadline.remaining()))
-    except SocketTimeoutError as exc:
-        raise timeout_error("proxy handshake", where, handshake_timeout) from exc
-    finally:
-        if not opened and current is not conn:
-            await current.aclose()
-
-
-def tunnel_client(
-    kind: ProxyKind,
-    host: str,
-    port: int,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-) -> SocksClient | HttpConnectClient:
-    """A fresh client machine for a proxy of ``kind`` (SOCKS4 sends 4a for a name).
-
-    Raises:
-        UsageError: a target or credentials this protocol cannot carry.
-    """
-    if kind is ProxyKind.HTTP:
-        return HttpConnectClient(host, port, username=username, password=password)
-    return SocksClient(
-        4 if kind is ProxyKind.SOCKS4 else 5, host, port, username=username, password=password
-    )
-
-
-def resolve_target(kind: ProxyKind, host: str, port: int, dns: DnsPolicy) -> str:
-    """The host to send to the proxy: ``host``, or its address when ``dns`` says so.
-
-    Blocking (getaddrinfo). SOCKS4 takes an IPv4 address only, so it
-    resolves to one.
-
-    Raises:
-        HostNotFoundError: local resolution failed and ``dns`` has no fallback.
-        AddressError: ``dns`` is ``none`` and ``host`` is a name.
-    """
-    plan = plan_target(host, dns)
-    if not plan.resolve_locally:
-        return host
-    family = socket.AF_INET if kind is ProxyKind.SOCKS4 else socket.AF_UNSPEC
-    try:
-        return resolve(InetEndpoint(host, port), family=family)[0].sockaddr[0]
-    except HostNotFoundError:
-        if plan.send_name_if_unresolved:
-            return host
-        raise
 
 
 def connect_via_proxy(
@@ -278,9 +125,7 @@ async def aconnect_via_proxy(
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> tuple[aio.Connection, TunnelOpen]:
     """The asyncio twin of ``connect_via_proxy`` (resolution runs in a thread)."""
-    target = await asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(resolve_target, kind, host, port, dns)
-    )
+    target = await aresolve_target(kind, host, port, dns)
     client = tunnel_client(kind, target, port, username=username, password=password)
 
     async def reconnect() -> aio.Connection:

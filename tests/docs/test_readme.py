@@ -10,8 +10,8 @@ How a line is checked follows from what it is:
 - ``A & B``: as pasted; B must succeed (so B must wait for A, e.g. with
   ``--wait-for-server``), then A's process group is stopped.
 - a server (``tcp-server``, ``udp-server``, ``listen``, ``nc -l``, a relay
-  with a ``-listen`` address): it must start serving, then stop with exit 0
-  on SIGTERM.
+  with a ``-listen`` address, ``proxy``): it must start serving, then stop
+  with exit 0 on SIGTERM.
 - a client (``tcp-client``, ``udp-client``, ``connect``): against a lecture
   server started for it, it must exit 0.
 - ``demo``: exits 0.
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.timeout(60)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 #: The ports the README's lines use; each becomes a free port.
-README_PORTS = ("8080", "8443", "9000", "8000", "5201")
+README_PORTS = ("8080", "8443", "9000", "8000", "5201", "1080")
 LECTURE_COMMANDS = ("tcp-server", "tcp-client", "udp-server", "udp-client")
 
 
@@ -110,7 +110,7 @@ def _kind(line: str) -> str:
     command = words[1]
     # nc listens with -l, alone or among other short flags (-lvnp).
     listens = any(w.startswith("-") and not w.startswith("--") and "l" in w for w in words[2:])
-    if command in ("tcp-server", "udp-server", "listen") or (command == "nc" and listens):
+    if command in ("tcp-server", "udp-server", "listen", "proxy") or (command == "nc" and listens):
         return "server"
     if command == "relay" and "-listen:" in line:
         return "server"
@@ -139,7 +139,7 @@ def test_readme_line_works_as_pasted(line: str, workdir: Path) -> None:
     if kind == "server":
         with _shell(run, workdir) as proc:
             port = next(p for p in ports.values() if str(p) in run.split(" tcp:")[0])
-            if any(f" {c}" in run for c in LECTURE_COMMANDS):
+            if any(f" {c}" in run for c in (*LECTURE_COMMANDS, "proxy")):
                 # Its ready line: printed once it handles signals too (a
                 # bound socket accepts connections a moment earlier).
                 proc.search(r"listening on port")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +34,7 @@ from socketkit.framing.http_proxy import HttpConnectClient
 from socketkit.framing.tunnel import ProxyKind, TunnelRequest
 from socketkit.proxy_client import handshake
 
-from helpers import LOOPBACK_TIMEOUT, Proc, free_port
+from helpers import LOOPBACK_TIMEOUT, Proc, echo_target, free_port
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(60)]
 
@@ -101,37 +99,6 @@ def test_ncat_client_through_our_server_machines(
 
 
 @contextlib.contextmanager
-def _echo_server() -> Iterator[int]:
-    """One-connection-at-a-time echo target on loopback; yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(LOOPBACK_TIMEOUT)
-    stop = threading.Event()
-
-    def run() -> None:
-        with listener:
-            while not stop.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                with conn:
-                    conn.settimeout(LOOPBACK_TIMEOUT)
-                    with contextlib.suppress(OSError):
-                        while data := conn.recv(4096):
-                            conn.sendall(data)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            socket.create_connection(listener.getsockname(), timeout=1).close()
-        thread.join(LOOPBACK_TIMEOUT)
-
-
-@contextlib.contextmanager
 def _ncat_http_proxy(*auth: str) -> Iterator[int]:
     port = free_port()
     with Proc(
@@ -154,7 +121,7 @@ def _ncat_http_proxy(*auth: str) -> Iterator[int]:
 def test_our_client_through_ncat_http_proxy(auth: list[str], preemptive_basic: bool) -> None:
     # preemptive_basic False: ncat challenges with Basic and Digest on an
     # HTTP/1.0 407 and closes; the client answers Digest on a new connection.
-    with _echo_server() as target, _ncat_http_proxy(*auth) as port:
+    with echo_target() as target, _ncat_http_proxy(*auth) as port:
 
         def reconnect() -> sync.Connection:
             return sync.connect(f"127.0.0.1:{port}", timeout=LOOPBACK_TIMEOUT)
@@ -176,7 +143,7 @@ def test_our_client_through_ncat_http_proxy(auth: list[str], preemptive_basic: b
 
 
 def test_our_client_with_wrong_password_through_ncat() -> None:
-    with _echo_server() as target, _ncat_http_proxy("--proxy-auth", "alice:s3cret") as port:
+    with echo_target() as target, _ncat_http_proxy("--proxy-auth", "alice:s3cret") as port:
 
         def reconnect() -> sync.Connection:
             return sync.connect(f"127.0.0.1:{port}", timeout=LOOPBACK_TIMEOUT)

@@ -129,10 +129,13 @@ def test_sync_refusal_names_the_reply() -> None:
         pytest.raises(ProxyTargetError) as info,
     ):
         handshake(conn, SocksClient(5, "example.com", 80))
+    # The machine does not know the proxy's address; the handshake names it.
     assert str(info.value) == (
-        "SOCKS5 proxy could not reach example.com:80: connection refused (reply 5)"
+        f"SOCKS5 proxy 127.0.0.1:{port} could not reach example.com:80: "
+        "connection refused (reply 5)"
     )
     assert info.value.reply == 5
+    assert info.value.proxy == f"127.0.0.1:{port}"
 
 
 def test_sync_silent_proxy_times_out() -> None:
@@ -215,7 +218,10 @@ def test_connect_via_proxy_failures_close_the_connection() -> None:
         connect_via_proxy("127.0.0.1:9", ProxyKind.SOCKS5, "no-such-host.invalid", 80, dns="local")
     with (
         proxy_server(failure=TunnelFailure.NOT_ALLOWED) as (port, _log),
-        pytest.raises(ProxyRefusedError, match=r"^HTTP proxy refused CONNECT example\.com:80: 403"),
+        pytest.raises(
+            ProxyRefusedError,
+            match=r"^HTTP proxy 127\.0\.0\.1:\d+ refused CONNECT example\.com:80: 403",
+        ),
     ):
         connect_via_proxy(f"127.0.0.1:{port}", ProxyKind.HTTP, "example.com", 80)
     # The descriptor fixture checks that the refused connection was closed.

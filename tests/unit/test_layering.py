@@ -28,6 +28,7 @@ LIBRARY = [
     "socketkit.sync",
     "socketkit.aio",
     "socketkit.proxy_client",
+    "socketkit.proxy",
 ]
 
 

@@ -25,7 +25,7 @@ from typing import TypeVar
 from .._closing import AsyncClosing
 from .._sockets import (
     CONNECT_RETRY_INTERVAL,
-    Connecting,
+    aconnect_socket,
     bind_socket,
     bound_port,
     local_name,
@@ -33,6 +33,7 @@ from .._sockets import (
 )
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, TimeoutArg
+from .._tunnel import Proxy, aopen_proxy_socket
 from ..address import Endpoint, UnixEndpoint, as_endpoint, format_sockaddr
 from ..errors import ConnectError, SocketkitError, timeout_error, translate_os_error
 from ..framing import Codec, LineCodec
@@ -207,21 +208,32 @@ async def connect(
     ssl_context: SSLContext | None = None,
     server_hostname: str | None = None,
     wait_for_server: float = 0.0,
+    proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection; see ``socketkit.sync.connect`` (same arguments and errors)."""
     target = as_endpoint(endpoint, default_host="127.0.0.1")
-    deadline = time.monotonic() + wait_for_server
-    while True:
-        try:
-            async with asyncio.timeout(connect_timeout):
-                sock = await _connect_socket(target, family)
-            break
-        except TimeoutError as exc:
-            raise timeout_error("connect", str(target), connect_timeout) from exc
-        except ConnectError as exc:
-            if not retry_refused(exc, deadline):
-                raise
-        await asyncio.sleep(CONNECT_RETRY_INTERVAL)
+    first = b""
+    if proxy is not None:
+        sock, first = await aopen_proxy_socket(
+            proxy,
+            target,
+            family=family,
+            connect_timeout=connect_timeout,
+            before_tls=ssl_context is not None,
+        )
+    else:
+        deadline = time.monotonic() + wait_for_server
+        while True:
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    sock = await aconnect_socket(target, family)
+                break
+            except TimeoutError as exc:
+                raise timeout_error("connect", str(target), connect_timeout) from exc
+            except ConnectError as exc:
+                if not retry_refused(exc, deadline):
+                    raise
+            await asyncio.sleep(CONNECT_RETRY_INTERVAL)
     hostname = None
     if ssl_context is not None:
         # "" is asyncio's "no name" (it insists on one without a host).
@@ -238,28 +250,10 @@ async def connect(
         if ssl_context is not None:
             raise translate_ssl_error(exc, where=str(target), role="client") from exc
         raise translate_os_error(exc, phase="connect", where=str(target)) from exc
-    return Connection(reader, writer, timeout=timeout)
-
-
-async def _connect_socket(endpoint: Endpoint, family: int) -> socket.socket:
-    """``_sockets.connect_socket`` without blocking: the same attempts, in order.
-
-    A host name is resolved in the loop's executor, as ``loop.getaddrinfo``
-    does, but through ``address.resolve`` so that an unknown host is worded
-    as in the blocking layer; an address literal needs no thread.
-    """
-    loop = asyncio.get_running_loop()
-    connecting = Connecting(endpoint, family=family)
-    if connecting.resolving:
-        attempts = await loop.run_in_executor(None, connecting.attempts)
-    else:
-        attempts = connecting.attempts()
-    for attempt in attempts:
-        with connecting.trying(attempt) as sock:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, attempt.sockaddr)
-            return connecting.connected(attempt, sock)
-    raise connecting.failure()
+    conn = Connection(reader, writer, timeout=timeout)
+    if first:
+        conn._core.feed(first)  # the target's first bytes, come with the proxy's reply
+    return conn
 
 
 #: What ``start_server`` runs for each client (and ``socketkit.server`` too).

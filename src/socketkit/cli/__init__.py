@@ -27,7 +27,7 @@ import sys
 from typing import Any, NoReturn, TextIO
 
 from ..errors import SocketkitError, UnsupportedError, UsageError
-from . import bench, clients, demo, netcat, relay, servers
+from . import bench, clients, demo, netcat, proxy, relay, servers
 from ._common import Env, add_trace_option
 
 __all__ = [
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (servers, clients, demo, netcat, relay, bench):
+    for module in (servers, clients, demo, netcat, relay, proxy, bench):
         module.add_parsers(sub)
     _add_trace_everywhere(sub)
     return parser

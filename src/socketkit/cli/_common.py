@@ -131,7 +131,12 @@ def add_trace_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_address_options(
-    parser: argparse.ArgumentParser, host_default: str | None, host_help: str, *, client: bool
+    parser: argparse.ArgumentParser,
+    host_default: str | None,
+    host_help: str,
+    *,
+    client: bool,
+    default_port: int = DEFAULT_PORT,
 ) -> None:
     if client:
         # The same positional HOST [PORT] as connect and bench client.
@@ -147,7 +152,7 @@ def _add_address_options(
         "--port",
         type=port_number,
         default=None,  # DEFAULT_PORT unless the port comes with the host
-        help=f"port (default {DEFAULT_PORT})",
+        help=f"port (default {default_port})",
     )
     family = parser.add_mutually_exclusive_group()
     family.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")

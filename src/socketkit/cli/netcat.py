@@ -50,6 +50,7 @@ from ._common import (
     nonnegative_int,
 )
 from ._flags import family_from_flags
+from ._proxy import add_proxy_client_options, proxied_address, proxy_from_openbsd_args
 from ._tls import add_tls_arguments, settings_from_args
 
 __all__ = ["add_parsers"]
@@ -75,6 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "port", metavar="PORT", nargs="?", help="port (with -z also a range LO-HI)"
     )
     _add_options(connect, listen=False)
+    add_proxy_client_options(connect)
     connect.set_defaults(run=run_connect)
 
     listen = sub.add_parser(
@@ -103,6 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     nc.add_argument("-l", "--listen", action="store_true", help="listen instead of connecting")
     nc.add_argument("where", metavar="[HOST] [PORT]", nargs="*", help="where to connect or bind")
     _add_options(nc, listen=True)
+    add_proxy_client_options(nc)
     nc.set_defaults(run=run_nc)
 
 
@@ -369,6 +372,8 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
 
 
 def _remote(args: argparse.Namespace, host: str, port: str | None) -> RelayAddress:
+    if (proxied := proxied_address(args, host, port)) is not None:
+        return proxied
     kind = "tls" if args.tls else ("udp" if args.udp else "tcp")
     if args.unixsock:
         require_unix_sockets()
@@ -566,6 +571,7 @@ def run_listen(args: argparse.Namespace, env: Env) -> int:
 
 
 def run_nc(args: argparse.Namespace, env: Env) -> int:
+    args.where = proxy_from_openbsd_args(args, args.where)
     if args.listen:
         return run_listen(args, env)
     # Without -l, -p is the port to connect from (ncat's meaning).

@@ -38,6 +38,7 @@ from ._common import (
     positive_int,
 )
 from ._tls import add_tls_arguments, settings_from_args
+from .proxy import run_proxy_listener
 
 __all__ = ["add_parsers"]
 
@@ -48,12 +49,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="relay between two addresses (tcp, udp, unix, tls, stdio, exec), both ways",
         description="Copy data both ways between two addresses until both directions end. "
         "Kinds: tcp:HOST:PORT tcp-listen:[HOST:]PORT udp:HOST:PORT udp-listen:[HOST:]PORT "
-        "unix:PATH unix-listen:PATH tls:HOST:PORT tls-listen:[HOST:]PORT stdio exec:CMD; "
+        "unix:PATH unix-listen:PATH tls:HOST:PORT tls-listen:[HOST:]PORT stdio exec:CMD "
+        "socks4|socks4a|socks5|http-connect:PROXY:PPORT:HOST:PORT (socat's SOCKS4:, SOCKS4A:, "
+        "PROXY: too) and, alone, proxy-listen:[HOST:]PORT (a SOCKS and HTTP proxy); "
         "options after commas: fork, 4, 6, backlog=N, cert=, key=, cafile=, verify=0|1, "
         "sni=, alpn=, self-signed. -v prints 'listening on port N' when ready.",
     )
     p.add_argument("first", metavar="A", help="first address (e.g. tcp-listen:8080,fork)")
-    p.add_argument("second", metavar="B", help="second address (e.g. tcp:127.0.0.1:80)")
+    p.add_argument(
+        "second",
+        metavar="B",
+        nargs="?",
+        help="second address (e.g. tcp:127.0.0.1:80); none after proxy-listen:",
+    )
     p.add_argument("-k", "--keep-open", action="store_true", help="same as ',fork' on the listener")
     p.add_argument(
         "-m", "--max-conns", type=positive_int, metavar="N", help="at most N connections at once"
@@ -122,7 +130,11 @@ def _tls_settings(base: TLSSettings, addr: RelayAddress) -> TLSSettings:
 
 def run_relay_command(args: argparse.Namespace, env: Env) -> int:
     a = parse_relay_address(args.first)
+    if a.kind == "proxy-listen" or args.second is None:
+        return run_proxy_listener(a, args, env)
     b_addr = parse_relay_address(args.second)
+    if b_addr.kind == "proxy-listen":
+        raise UsageError("relay: proxy-listen: stands alone (each client names its target)")
     b: RelayAddress | ExecCommand = b_addr
     if b_addr.kind == "exec":
         b = ExecCommand(b_addr.argv)

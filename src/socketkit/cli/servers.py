@@ -26,7 +26,13 @@ from ._common import (
 )
 from ._tls import add_tls_arguments, context_from_args
 
-__all__ = ["add_parsers"]
+__all__ = [
+    "accept_filter",
+    "add_engine_options",
+    "add_parsers",
+    "engine_limits",
+    "server_log",
+]
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,46 +78,7 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
             metavar="N",
             help="largest line or frame accepted, in bytes",
         )
-        parser.add_argument(
-            "--max-conns",
-            type=positive_int,
-            default=None,
-            metavar="N",
-            help="serve at most N clients at once (others wait)",
-        )
-        parser.add_argument(
-            "--idle-timeout",
-            type=positive_float,
-            default=None,
-            metavar="S",
-            help="close a connection idle for S seconds",
-        )
-        parser.add_argument(
-            "--drain-timeout",
-            type=nonnegative_float,
-            default=5.0,
-            metavar="S",
-            help="at shutdown, let exchanges finish for S seconds (default 5)",
-        )
-        parser.add_argument(
-            "--backlog",
-            type=positive_int,
-            default=None,
-            metavar="N",
-            help="listen backlog (default: the system maximum; 5 with --once)",
-        )
-        parser.add_argument(
-            "--workers",
-            type=positive_int,
-            default=1,
-            metavar="N",
-            help="N processes share the port (SO_REUSEPORT; Linux and FreeBSD)",
-        )
-        parser.add_argument(
-            "--proxy-protocol",
-            action="store_true",
-            help="expect a PROXY protocol v1/v2 header (behind HAProxy and the like)",
-        )
+        add_engine_options(parser)
     else:
         parser.add_argument(
             "--max-size",
@@ -122,13 +89,65 @@ def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> No
         )
 
 
-def _accept_filter(args: argparse.Namespace) -> AccessList | None:
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The stream engine's options: limits, timeouts, backlog, workers, PROXY protocol."""
+    parser.add_argument(
+        "--max-conns",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="serve at most N clients at once (others wait)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="close a connection idle for S seconds",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=nonnegative_float,
+        default=5.0,
+        metavar="S",
+        help="at shutdown, let exchanges finish for S seconds (default 5)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="listen backlog (default: the system maximum; 5 with --once)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="N processes share the port (SO_REUSEPORT; Linux and FreeBSD)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY protocol v1/v2 header (behind HAProxy and the like)",
+    )
+
+
+def engine_limits(args: argparse.Namespace) -> Limits:
+    """The limits ``add_engine_options`` asked for."""
+    return Limits(
+        max_conns=args.max_conns, idle_timeout=args.idle_timeout, drain_timeout=args.drain_timeout
+    )
+
+
+def accept_filter(args: argparse.Namespace) -> AccessList | None:
     """--allow/--deny as the engine's accept_filter (None when neither is given)."""
     acl = access_list(args)
     return acl if acl.active else None
 
 
-def _log(args: argparse.Namespace, env: Env) -> ServerLog:
+def server_log(args: argparse.Namespace, env: Env) -> ServerLog:
+    """The server log the common options (-v, -q, --log-format) describe."""
     return ServerLog(
         env.stdout,
         env.stderr,
@@ -155,16 +174,12 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
         backlog=args.backlog,
         workers=args.workers,
         proxy_protocol=args.proxy_protocol,
-        limits=Limits(
-            max_conns=args.max_conns,
-            idle_timeout=args.idle_timeout,
-            drain_timeout=args.drain_timeout,
-        ),
+        limits=engine_limits(args),
         summary=args.verbose or not args.once,
-        accept_filter=_accept_filter(args),
+        accept_filter=accept_filter(args),
         ssl_context=context_from_args(args, "server"),
     )
-    run_stream_server(config, _log(args, env))
+    run_stream_server(config, server_log(args, env))
     return 0
 
 
@@ -178,7 +193,7 @@ def run_udp_server(args: argparse.Namespace, env: Env) -> int:
         reply=args.reply,
         once=args.once,
         summary=args.verbose or not args.once,
-        accept_filter=_accept_filter(args),
+        accept_filter=accept_filter(args),
     )
-    run_datagram_server(config, _log(args, env))
+    run_datagram_server(config, server_log(args, env))
     return 0

@@ -37,6 +37,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import hmac
 import http
 import ipaddress
 import secrets
@@ -254,6 +255,15 @@ def _param_value(text: str, i: int) -> tuple[str, int]:
     return text[start:i], i
 
 
+def _digest_uris(target: str) -> tuple[str, ...]:
+    """The ``uri`` a Digest answer may name for ``target``: the target itself, or
+    (as curl sends for an absolute-form target) its path and query."""
+    if "://" not in target:
+        return (target,)
+    parts = urlsplit(target)
+    return (target, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+
+
 #: RFC 7616 section 6.1's algorithm names -> hashlib's.
 _DIGEST_HASHES: Final = {"md5": "md5", "sha-256": "sha256", "sha-512-256": "sha512_256"}
 
@@ -327,6 +337,9 @@ def digest_response(
 
 # -- client ------------------------------------------------------------------
 
+#: Every HTTP/1.x response starts so (RFC 9112 section 4, status-line).
+_HTTP_PREFIX: Final = b"HTTP/"
+
 
 def _status_words(status: int, reason: bytes) -> str:
     text = reason.decode("latin-1")
@@ -398,12 +411,14 @@ class HttpConnectClient:
             self._tried.add("basic")
         self._retry_after_body = False
         self._answered = False  # any byte from the proxy on this connection
+        self._first = b""  # its first bytes, up to len(b"HTTP/")
         self._open = False
         self._outgoing = bytearray()
         self._start()
 
     def _start(self) -> None:
         self._answered = False
+        self._first = b""
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head_size)
         self._send_request()
 
@@ -424,6 +439,8 @@ class HttpConnectClient:
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the proxy; ``b""`` is end of stream."""
         self._answered = self._answered or bool(data)
+        if len(self._first) < len(_HTTP_PREFIX):
+            self._first += data[: len(_HTTP_PREFIX) - len(self._first)]
         self._conn.receive_data(data)
 
     def reconnected(self) -> None:
@@ -441,6 +458,13 @@ class HttpConnectClient:
         """
         if self._open:
             raise FramingError("the HTTP tunnel is already open", remote=False)
+        if not _HTTP_PREFIX.startswith(self._first[: len(_HTTP_PREFIX)]):
+            # Not a status line: say so now instead of waiting for a head
+            # that never ends (a line-based server, a SOCKS proxy).
+            raise ProxyProtocolError(
+                f"the proxy does not speak HTTP: its reply starts {self._first!r}",
+                protocol="HTTP",
+            )
         while True:
             try:
                 event = self._conn.next_event()
@@ -635,6 +659,15 @@ class HttpProxyServer:
         forward: serve absolute-URI requests; if False they get 405.
         max_head_size: the longest request head, in bytes (else 431).
         max_body_size: the longest forwarded body, in bytes (else 413).
+        digest_password: the password of a user, or None for no such user;
+            if given (with ``authenticate``), Digest credentials (RFC 7616,
+            MD5 or SHA-256, qop=auth) are accepted too and offered before Basic.
+        digest_secret: the key of this server's Digest nonces (random if None).
+
+    Digest nonces are ``random.HMAC(secret, random)``: any nonce this server
+    made is recognised without keeping state (and without a clock, so they
+    do not expire: a captured answer can be replayed for the same request
+    line, as with Basic).
     """
 
     def __init__(
@@ -645,8 +678,12 @@ class HttpProxyServer:
         forward: bool = True,
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        digest_password: Callable[[str], str | None] | None = None,
+        digest_secret: bytes | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._digest_password = digest_password
+        self._digest_secret = digest_secret or secrets.token_bytes(32)
         self._realm = realm
         self._forward = forward
         self._max_body_size = max_body_size
@@ -721,6 +758,11 @@ class HttpProxyServer:
                 self._state = _ServerState.RESPOND
                 return RequestEnd()
             raise AssertionError(f"unexpected h11 event {event!r}")  # pragma: no cover
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection must close (a refusal, or no keep-alive)."""
+        return self._state is _ServerState.CLOSED
 
     # -- answers -----------------------------------------------------------
 
@@ -823,11 +865,77 @@ class HttpProxyServer:
         self._error_response(400, text)
         return ProxyRequestError(f"bad HTTP proxy request: {text}")
 
+    def _nonce_mac(self, salt: str) -> str:
+        return hmac.new(self._digest_secret, salt.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _new_nonce(self) -> str:
+        salt = secrets.token_hex(16)
+        return f"{salt}.{self._nonce_mac(salt)}"
+
+    def _challenges(self) -> Headers:
+        realm = _quote(self._realm)
+        headers: Headers = []
+        if self._digest_password is not None:
+            nonce = _quote(self._new_nonce())
+            # MD5 first: ncat 7.93 answers the first Digest challenge and
+            # knows only MD5; curl takes either.
+            for algorithm in ("MD5", "SHA-256"):
+                headers.append(
+                    (
+                        b"Proxy-Authenticate",
+                        f'Digest realm={realm}, qop="auth", algorithm={algorithm}, '
+                        f"nonce={nonce}".encode(),
+                    )
+                )
+        headers.append((b"Proxy-Authenticate", f'Basic realm={realm}, charset="UTF-8"'.encode()))
+        return headers
+
+    def _check_digest(self, request: h11.Request, value: bytes) -> tuple[bool, str | None]:
+        """Digest credentials (RFC 7616 section 3.4) against ``digest_password``."""
+        assert self._digest_password is not None
+        try:
+            params = parse_challenges([value])[0][1]
+        except (ValueError, IndexError):
+            return False, None
+        user, nonce = params.get("username"), params.get("nonce", "")
+        salt, _, mac = nonce.partition(".")
+        if (
+            user is None
+            or params.get("realm") != self._realm
+            or params.get("uri") not in _digest_uris(request.target.decode("ascii"))
+            or not hmac.compare_digest(mac, self._nonce_mac(salt))
+        ):
+            return False, user
+        password = self._digest_password(user)
+        if password is None:
+            return False, user
+        try:
+            expected = digest_response(
+                {
+                    "realm": self._realm,
+                    "nonce": nonce,
+                    "qop": params.get("qop", ""),
+                    "algorithm": params.get("algorithm", "MD5"),
+                },
+                username=user,
+                password=password,
+                method=request.method.decode("ascii"),
+                uri=params["uri"],
+                cnonce=params.get("cnonce", ""),
+                nc=int(params.get("nc", "1"), 16),
+            )
+        except ValueError:
+            return False, user
+        wanted = parse_challenges([expected.encode()])[0][1]["response"]
+        return hmac.compare_digest(wanted, params.get("response", "")), user
+
     def _check_auth(self, request: h11.Request) -> tuple[bool, str | None]:
         if self._authenticate is None:
             return True, None
         for value in _header(request.headers, b"proxy-authorization"):
             scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"digest" and self._digest_password is not None:
+                return self._check_digest(request, value)
             if scheme.lower() != b"basic":
                 continue
             try:
@@ -866,9 +974,8 @@ class HttpProxyServer:
                 raise self._bad_request(str(exc)) from None
         allowed, user = self._check_auth(request)
         if not allowed:
-            challenge = f'Basic realm={_quote(self._realm)}, charset="UTF-8"'.encode()
             words = "credentials missing" if user is None else f"wrong credentials for {user!r}"
-            return self._reject(407, words, [(b"Proxy-Authenticate", challenge)])
+            return self._reject(407, words, self._challenges())
         if connect:
             return TunnelRequest(ProxyKind.HTTP, host, port, user)
         lengths = _header(request.headers, b"content-length")

@@ -4,7 +4,8 @@ The programs behind ``socketkit connect``, ``listen`` and ``relay``, all on
 one event loop (the server engine's). Layers, bottom up: ``_grammar``
 (sans-I/O address parser), ``_access`` and ``_hexdump`` (sans-I/O),
 ``_link`` (the one copy loop: two sides, flow control, half-close),
-``_sides`` (addresses to sides: sockets, TLS, UDP, standard I/O),
+``_sides`` (addresses to sides: sockets, TLS, UDP, standard I/O; through
+a SOCKS or HTTP proxy with ``_proxy``),
 ``_exec`` (a program on a connection), ``_service`` (a relay as a service
 of the server engine), ``_hub`` (``listen -k`` and ``--broker``),
 ``_datagram`` (UDP relays with fork), ``_run`` (the whole program).

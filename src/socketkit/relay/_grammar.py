@@ -18,6 +18,24 @@ Grammar (kinds are case-insensitive, as in socat)::
                              everything after "exec:" is the command, so
                              commas in it need no quoting and no options apply
 
+    socks5:PROXY:PPORT:HOST:PORT      HOST:PORT through a SOCKS5 proxy (RFC 1928)
+    socks4a:PROXY:PPORT:HOST:PORT     ... SOCKS4a (the proxy resolves HOST)
+    socks4:PROXY:PPORT:HOST:PORT      ... SOCKS4 (HOST resolved here)
+    http-connect:PROXY:PPORT:HOST:PORT  ... an HTTP proxy's CONNECT
+    socks4:PROXY:HOST:PORT, socks4a:..., socks5:..., proxy:PROXY:HOST:PORT
+                             socat's spellings: the proxy's port is then
+                             ``socksport=`` (default 1080) or, for ``proxy:``
+                             (HTTP CONNECT), ``proxyport=`` (default 8080)
+    proxy-listen:[HOST:]PORT a SOCKS4/4a/5 and HTTP proxy server, the same as
+                             ``socketkit proxy`` (HOST defaults to 127.0.0.1);
+                             each client names its own other side
+
+Proxy options: ``auth=USER:PASS`` (socat: ``proxyauth=`` for HTTP,
+``socksuser=`` for a SOCKS4 user id), ``dns=local|remote|both|none`` (where
+HOST is resolved, as ncat's ``--proxy-dns``; socat's ``resolve`` is
+``dns=local``). ``proxy-listen`` takes ``auth=``, ``allow-dest=RULE`` and
+``deny-dest=RULE`` (repeatable), as ``socketkit proxy`` does.
+
 Options: ``fork`` (listeners: serve every connection, each with its own
 other side), ``reuseaddr`` (accepted for socat users; always on), ``4``/``6``
 (address family), ``backlog=N``; TLS: ``cert=``, ``key=``, ``cafile=``,
@@ -45,7 +63,14 @@ from dataclasses import dataclass, field
 from ..address import InetEndpoint, UnixEndpoint, parse_endpoint, parse_port
 from ..errors import AddressError
 
-__all__ = ["KINDS", "KIND_ALIASES", "RelayAddress", "parse_relay_address"]
+__all__ = [
+    "KINDS",
+    "KIND_ALIASES",
+    "PROXY_KINDS",
+    "PROXY_LISTEN_HOST",
+    "RelayAddress",
+    "parse_relay_address",
+]
 
 #: kind -> (is a listener, transport)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -59,6 +84,12 @@ KINDS: dict[str, tuple[bool, str]] = {
     "tls-listen": (True, "tls"),
     "stdio": (False, "stdio"),
     "exec": (False, "exec"),
+    "socks4": (False, "proxy"),
+    "socks4a": (False, "proxy"),
+    "socks5": (False, "proxy"),
+    "http-connect": (False, "proxy"),
+    "proxy": (False, "proxy"),
+    "proxy-listen": (True, "proxy"),
 }
 
 #: socat's address names -> (our kind, options they imply).
@@ -95,9 +126,43 @@ KIND_ALIASES: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {
 _OPTION_ALIASES = {"snihost": "sni"}
 _PF_VALUES = {"ip4": "4", "ipv4": "4", "inet": "4", "ip6": "6", "ipv6": "6", "inet6": "6"}
 
-_FLAG_OPTIONS = {"fork", "reuseaddr", "4", "6", "self-signed"}
-_VALUE_OPTIONS = {"backlog", "cert", "key", "cafile", "verify", "sni", "alpn", "bind", "pf"}
+#: Proxy client kinds: (protocol, where HOST is resolved by default, the
+#: proxy's default port in socat's three-field form).
+PROXY_KINDS: dict[str, tuple[str, str, int]] = {
+    "socks4": ("socks4", "local", 1080),
+    "socks4a": ("socks4", "remote", 1080),
+    "socks5": ("socks5", "remote", 1080),
+    "http-connect": ("http", "remote", 8080),
+    "proxy": ("http", "remote", 8080),
+}
+#: Where ``proxy-listen:PORT`` binds without a host: loopback, as ``socketkit proxy``.
+PROXY_LISTEN_HOST = "127.0.0.1"
+_DNS_POLICIES = ("local", "remote", "both", "none")
+
+_FLAG_OPTIONS = {"fork", "reuseaddr", "4", "6", "self-signed", "resolve"}
+_VALUE_OPTIONS = {
+    "backlog",
+    "cert",
+    "key",
+    "cafile",
+    "verify",
+    "sni",
+    "alpn",
+    "bind",
+    "pf",
+    "auth",
+    "proxyauth",
+    "socksuser",
+    "socksport",
+    "proxyport",
+    "dns",
+    "allow-dest",
+    "deny-dest",
+}
 _TLS_OPTIONS = {"cert", "key", "cafile", "verify", "sni", "alpn", "self-signed"}
+#: Options of proxy kinds only: clients, the proxy listener, or both.
+_PROXY_CLIENT_OPTIONS = {"proxyauth", "socksuser", "socksport", "proxyport", "dns", "resolve"}
+_PROXY_LISTEN_OPTIONS = {"allow-dest", "deny-dest"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +178,8 @@ class RelayAddress:
     argv: tuple[str, ...] = ()
     options: tuple[tuple[str, str | None], ...] = field(default=())
     text: str = ""
+    #: For proxy client kinds: where the proxy (``endpoint``) is asked to connect.
+    target: InetEndpoint | None = None
 
     @property
     def listener(self) -> bool:
@@ -134,6 +201,10 @@ class RelayAddress:
             if n == name:
                 return v
         return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a repeatable option, in order."""
+        return [v for n, v in self.options if n == name and v is not None]
 
     def __str__(self) -> str:
         return self.text
@@ -168,6 +239,22 @@ def _parse_options(text: str, kind: str, parts: list[str]) -> tuple[tuple[str, s
             raise _bad(text, f"unknown option {name!r} (known: {known})")
         if name in _TLS_OPTIONS and kind not in ("tls", "tls-listen"):
             raise _bad(text, f"option {name!r} applies to tls and tls-listen only")
+        if name in _PROXY_CLIENT_OPTIONS and kind not in PROXY_KINDS:
+            raise _bad(text, f"option {name!r} applies to proxy addresses (socks5:, ...) only")
+        if name in _PROXY_LISTEN_OPTIONS and kind != "proxy-listen":
+            raise _bad(text, f"option {name!r} applies to proxy-listen only")
+        if name == "auth" and KINDS[kind][1] != "proxy":
+            raise _bad(text, "option 'auth' applies to proxy addresses only")
+        if name in ("socksport", "proxyport"):
+            assert value is not None
+            try:
+                parse_port(value)
+            except AddressError as exc:
+                raise _bad(text, f"{name}: {exc}") from None
+        if name in ("auth", "proxyauth") and ":" not in (value or ""):
+            raise _bad(text, f"{name} takes USER:PASS")
+        if name == "dns" and value not in _DNS_POLICIES:
+            raise _bad(text, f"dns must be one of {', '.join(_DNS_POLICIES)}, got {value!r}")
         if name in ("fork", "backlog") and not KINDS[kind][0]:
             raise _bad(text, f"option {name!r} applies to listeners only")
         if name == "bind" and not (KINDS[kind][0] and KINDS[kind][1] != "unix"):
@@ -235,8 +322,19 @@ def parse_relay_address(text: str) -> RelayAddress:
         return RelayAddress(kind, options=options, text=text)
     if not colon or not rest.strip():
         what = "PATH" if transport == "unix" else ("[HOST:]PORT" if listener else "HOST:PORT")
+        if kind in PROXY_KINDS:
+            what = "PROXY:PPORT:HOST:PORT"
         raise _bad(text, f"{kind} needs {what} ({kind}:{what})")
+    if kind in PROXY_KINDS:
+        return _proxy_address(text, kind, rest.strip(), options)
     endpoint: InetEndpoint | UnixEndpoint
+    if kind == "proxy-listen":
+        rest = rest.strip()
+        listen_host = PROXY_LISTEN_HOST if bind is None else bind.strip().strip("[]")
+        ep = parse_endpoint(rest, default_host=listen_host)
+        if isinstance(ep, UnixEndpoint):
+            raise _bad(text, "proxy-listen takes [HOST:]PORT")
+        return RelayAddress(kind, endpoint=ep, options=options, text=text)
     if transport == "unix":
         endpoint = UnixEndpoint(rest)
     elif listener:
@@ -263,3 +361,49 @@ def parse_relay_address(text: str) -> RelayAddress:
             raise _bad(text, f"{kind} needs a host ({kind}:HOST:PORT)")
         endpoint = ep
     return RelayAddress(kind, endpoint=endpoint, options=options, text=text)
+
+
+def _fields(text: str, rest: str) -> list[str]:
+    """``rest`` split at colons outside brackets (``[::1]:1080:host:80``)."""
+    fields, current, depth = [], "", 0
+    for char in rest:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == ":" and depth == 0:
+            fields.append(current)
+            current = ""
+        else:
+            current += char
+    fields.append(current)
+    if depth != 0 or not all(fields):
+        raise _bad(text, "expected PROXY:PPORT:HOST:PORT (IPv6 in brackets)")
+    return fields
+
+
+def _host(text: str, field: str) -> str:
+    host = field[1:-1] if field.startswith("[") and field.endswith("]") else field
+    endpoint = parse_endpoint(f"[{host}]:1" if ":" in host else f"{host}:1")
+    if not isinstance(endpoint, InetEndpoint) or endpoint.host is None:
+        raise _bad(text, f"{field!r} is not a host")
+    return endpoint.host
+
+
+def _proxy_address(
+    text: str, kind: str, rest: str, options: tuple[tuple[str, str | None], ...]
+) -> RelayAddress:
+    """A proxy client address: four fields, or socat's three with a port option."""
+    fields = _fields(text, rest)
+    _protocol, _dns, default_port = PROXY_KINDS[kind]
+    if len(fields) == 4:
+        proxy_host, proxy_port, host, port = fields
+    elif len(fields) == 3:
+        proxy_host, host, port = fields
+        named = dict(options)
+        proxy_port = named.get("socksport") or named.get("proxyport") or str(default_port)
+    else:
+        raise _bad(text, f"{kind} needs PROXY:PPORT:HOST:PORT")
+    endpoint = InetEndpoint(_host(text, proxy_host), parse_port(proxy_port))
+    target = InetEndpoint(_host(text, host), parse_port(port))
+    return RelayAddress(kind, endpoint=endpoint, options=options, text=text, target=target)

@@ -45,6 +45,7 @@ from ..errors import SocketkitError
 from ..server import ServerLog
 from ._grammar import RelayAddress
 from ._link import WRITE_HIGH_WATER, Link, SideProtocol
+from ._proxy import open_proxied
 from ._tls import TLSLayer, handshake_done
 
 __all__ = [
@@ -240,6 +241,9 @@ async def open_side(
         dgram_transport, _ = await loop.create_datagram_endpoint(lambda: dgram, sock=sock)
         udp = DatagramSink(dgram_transport)
         link.attach(index, udp, udp, dgram)
+        return
+    if addr.transport == "proxy":
+        await open_proxied(addr, link, index, opts.log, family, opts.connect_timeout, counter)
         return
     protocol = SideProtocol(link, index, counter=counter)
     timeout = opts.connect_timeout

@@ -30,6 +30,7 @@ from .._sockets import (
 )
 from .._stream import NEED_DATA, RECEIVE_SIZE, NeedData, StreamFacts
 from .._timeouts import DEFAULT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, Deadline, TimeoutArg
+from .._tunnel import Proxy, open_proxy_socket
 from ..address import Endpoint, as_endpoint
 from ..errors import (
     ClosedError,
@@ -241,6 +242,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     wait_for_server: float = 0.0,
+    proxy: Proxy | None = None,
 ) -> Connection:
     """Open a stream connection to ``endpoint`` (``host:port``, ``[v6]:port``, ``unix:/p``).
 
@@ -253,23 +255,37 @@ def connect(
         server_hostname: the name to send (SNI) and verify; default: the host.
         wait_for_server: seconds during which a refused connect is tried again
             (a server that is still starting); 0: fail at once.
+        proxy: reach ``endpoint`` through this SOCKS or HTTP proxy
+            (``socketkit.proxy_client.Proxy``); TLS, if asked, is then
+            spoken with the target, inside the tunnel.
 
     Raises:
         AddressError: malformed endpoint or unknown host.
         ConnectError: refused or unreachable (after ``wait_for_server``).
+        ProxyError: the proxy did not open the tunnel (a ConnectError).
         TLSError: the TLS handshake failed (certificate, name, protocol).
         SocketTimeoutError: no answer within ``connect_timeout``.
     """
     target = as_endpoint(endpoint, default_host="127.0.0.1")
-    deadline = time.monotonic() + wait_for_server
-    while True:
-        try:
-            sock = connect_socket(target, family=family, timeout=connect_timeout)
-            break
-        except ConnectError as exc:
-            if not retry_refused(exc, deadline):
-                raise
-        time.sleep(CONNECT_RETRY_INTERVAL)
+    first = b""
+    if proxy is not None:
+        sock, first = open_proxy_socket(
+            proxy,
+            target,
+            family=family,
+            connect_timeout=connect_timeout,
+            before_tls=ssl_context is not None,
+        )
+    else:
+        deadline = time.monotonic() + wait_for_server
+        while True:
+            try:
+                sock = connect_socket(target, family=family, timeout=connect_timeout)
+                break
+            except ConnectError as exc:
+                if not retry_refused(exc, deadline):
+                    raise
+            time.sleep(CONNECT_RETRY_INTERVAL)
     if ssl_context is not None:
         sock = handshake(
             sock,
@@ -279,7 +295,10 @@ def connect(
             server_hostname=client_server_hostname(target, server_hostname),
             timeout=connect_timeout,
         )
-    return Connection(sock, timeout=timeout)
+    conn = Connection(sock, timeout=timeout)
+    if first:
+        conn._core.feed(first)  # the target's first bytes, come with the proxy's reply
+    return conn
 
 
 def open_listener(
