@@ -91,13 +91,13 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "c",
             "C epoll",
-            tcp=lambda ctx: [str(BIN_DIR / "echo_server"), "--tcp", "0"],
-            udp=lambda ctx: [str(BIN_DIR / "echo_server"), "--udp", "0"],
+            tcp=lambda _ctx: [str(BIN_DIR / "echo_server"), "--tcp", "0"],
+            udp=lambda _ctx: [str(BIN_DIR / "echo_server"), "--udp", "0"],
         ),
         ServerSpec(
             "c-mmsg",
             "C epoll, recvmmsg/sendmmsg",
-            udp=lambda ctx: [str(BIN_DIR / "echo_server"), "--udp-mmsg", "0"],
+            udp=lambda _ctx: [str(BIN_DIR / "echo_server"), "--udp-mmsg", "0"],
         ),
         ServerSpec(
             "uvloop",

@@ -147,13 +147,13 @@ def _socat(*extra: str) -> Callable[[int, int], list[str]]:
     return build
 
 
-def _socketkit_proxy(listen: int, target: int) -> list[str]:
+def _socketkit_proxy(listen: int, _target: int) -> list[str]:
     return [sys.executable, "-m", "socketkit", "proxy", "-q", "-p", str(listen)]
 
 
 # relay name -> (listen_port, target_port) -> command line
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
-    "direct": lambda listen, target: [],
+    "direct": lambda _listen, _target: [],
     "socketkit": _socketkit,
     "socketkit-proxy": _socketkit_proxy,
     "uvloop": lambda listen, target: [
@@ -225,7 +225,8 @@ def _settled_rss(pgid: int, limit: float = 3.0) -> int:
 
 def _echo_held(clients: IdleClients, timeout: float) -> dict[str, Any]:
     """Ask the idle load generator for one more echo on every held connection."""
-    assert clients.proc.stdin is not None and clients.proc.stdout is not None
+    assert clients.proc.stdin is not None
+    assert clients.proc.stdout is not None
     clients.proc.stdin.write(b"echo\n")
     clients.proc.stdin.flush()
     ready, _, _ = select.select([clients.proc.stdout], [], [], timeout)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from socketkit.cli import main
 
@@ -76,7 +76,8 @@ class Proc:
         self.out_bytes = b""
         self.err_bytes = b""
         self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
+        assert self.proc.stdout is not None
+        assert self.proc.stderr is not None
         for stream in (self.proc.stdout, self.proc.stderr):
             os.set_blocking(stream.fileno(), False)
             self._sel.register(stream, selectors.EVENT_READ)
@@ -136,7 +137,7 @@ class Proc:
             self.proc.send_signal(sig)
         return self.wait(timeout)
 
-    def __enter__(self) -> Proc:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

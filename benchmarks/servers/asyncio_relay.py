@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from typing import cast
 
 from _common import BACKLOG, announce, install_uvloop, prepare
 
@@ -33,8 +34,10 @@ class Half(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
+        stream.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer

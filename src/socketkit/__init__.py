@@ -2,8 +2,11 @@
 
 The library: endpoints (``socketkit.address``), sans-I/O framing codecs
 (``socketkit.framing``), blocking and asyncio connections (``socketkit.sync``,
-``socketkit.aio``), one error tree (``socketkit.errors``), and the server
-engine (``socketkit.server``).
+``socketkit.aio``), one error tree (``socketkit.errors``), access control
+(``socketkit.access``), TLS contexts (``socketkit.tls``), proxy tunnels
+(``socketkit.proxy_client``), the server engine (``socketkit.server``), the
+relay (``socketkit.relay``) and the benchmark (``socketkit.bench``).
+docs/library.md shows it at work; ``socketkit.cli`` is the command line on top.
 """
 
 from . import errors
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
         resolve,
     )
 
+    __version__: str
+
 #: Loaded on first use, so that starting the ``socketkit`` command imports
 #: next to nothing before it can handle Ctrl-C (see ``socketkit.__main__``).
 _FROM_ADDRESS = {
@@ -39,10 +44,17 @@ def __getattr__(name: str) -> object:
         from . import address
 
         return getattr(address, name)
+    if name == "__version__":
+        # The installed distribution's version: written once, in
+        # pyproject.toml. importlib.metadata is read on first use only.
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("socketkit")
+        except PackageNotFoundError:  # pragma: no cover - a source tree never installed
+            return "0+unknown"
     raise AttributeError(f"module 'socketkit' has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Endpoint",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
-def _interrupted_while_starting(signum: int, frame: FrameType | None) -> None:
+def _interrupted_while_starting(signum: int, _frame: FrameType | None) -> None:
     try:  # noqa: SIM105 (contextlib is one more import before the guard)
         os.write(2, b"socketkit: error: interrupted\n")
     except OSError:

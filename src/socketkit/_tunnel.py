@@ -37,8 +37,8 @@ from .errors import (
     ProxyAuthError,
     ProxyError,
     ProxyProtocolError,
+    SettingError,
     SocketTimeoutError,
-    UsageError,
     timeout_error,
     translate_os_error,
 )
@@ -294,7 +294,7 @@ def tunnel_client(
     """A fresh client machine for a proxy of ``kind`` (SOCKS4 sends 4a for a name).
 
     Raises:
-        UsageError: a target or credentials this protocol cannot carry.
+        SettingError: a target or credentials this protocol cannot carry.
     """
     if kind is ProxyKind.HTTP:
         return HttpConnectClient(host, port, username=username, password=password)
@@ -336,7 +336,7 @@ async def aresolve_target(kind: ProxyKind, host: str, port: int, dns: DnsPolicy)
 
 def _target(endpoint: Endpoint) -> InetEndpoint:
     if not isinstance(endpoint, InetEndpoint) or endpoint.host is None:
-        raise UsageError(f"a proxy connects to a host and port, not to {endpoint}")
+        raise SettingError(f"a proxy connects to a host and port, not to {endpoint}")
     return endpoint
 
 
@@ -440,7 +440,7 @@ def open_proxy_socket(
             reach the target, or speaks another protocol (naming the proxy).
         ConnectError, SocketTimeoutError, AddressError: reaching the proxy
             failed; HostNotFoundError also for a target resolved here.
-        UsageError: a target or credentials the protocol cannot carry.
+        SettingError: a target or credentials the protocol cannot carry.
     """
     where = _target(target)
     assert where.host is not None

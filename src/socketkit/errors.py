@@ -2,8 +2,17 @@
 
 Every error a user can meet reads as one line on a terminal: what happened,
 where, and a hint. Lower-level causes are chained (``raise ... from exc``) and
-an ``errno`` is kept when there was one. The CLI catches ``SocketkitError``
-once, prints ``str(exc)`` and exits with ``exc.exit_code``::
+an ``errno`` is kept when there was one.
+
+A hint that names a remedy the caller controls is a *kind*, not text:
+``exc.hint`` is one of ``HINTS`` (``"insecure"``: certificate verification can
+be turned off), and ``str(exc)`` adds the library's wording of it, in the
+terms of its own settings. Programs on the library word it in theirs: the
+command line says ``(use --insecure to skip verification)``
+(``socketkit.cli._render``). ``exc.message`` is the line without the hint.
+
+The CLI catches ``SocketkitError`` once, prints it and exits with
+``exc.exit_code``::
 
     SocketkitError                      exit 1
     ├── UsageError                      exit 2   bad command-line input
@@ -34,6 +43,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
+    "HINTS",
     "AddressError",
     "BrokenError",
     "ClosedError",
@@ -59,18 +69,43 @@ __all__ = [
 ]
 
 
+#: The hints an error may carry (``SocketkitError.hint``), worded in the
+#: library's terms. Each ends the line; a program words them in its own terms.
+HINTS = {
+    # A certificate the client could not verify.
+    "insecure": " (TLSSettings(verify=False) skips verification)",
+    # A self-signed certificate: trust its CA, or turn verification off.
+    "ca-file": " (trust its CA with TLSSettings(cafile=...), or verify=False skips verification)",
+    # A TLS server without a certificate.
+    "certificate": ": TLSSettings(certfile=..., keyfile=...) or TLSSettings(self_signed=True)",
+    # A certificate file without its key, and no key file.
+    "key": ": give it with TLSSettings(keyfile=...)",
+    # A bench peer that is no iperf3 server but may echo.
+    "latency": " (the latency mode measures against any echo server)",
+    # A latency test against a peer that does not echo.
+    "latency-peer": ": the latency mode needs an echo service or socketkit bench server",
+}
+
+
 class SocketkitError(Exception):
-    """Root of every socketkit error. ``str(exc)`` is one line for a terminal."""
+    """Root of every socketkit error. ``str(exc)`` is one line for a terminal.
+
+    Attributes:
+        message: what failed, and where, without the hint.
+        hint: what the caller can do about it, as a key of ``HINTS``, or None.
+        errno: the system's error number, when a system call failed.
+    """
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, errno: int | None = None) -> None:
+    def __init__(self, message: str, *, errno: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.errno = errno
+        self.hint = hint
 
     def __str__(self) -> str:
-        return self.message
+        return self.message + HINTS.get(self.hint or "", "")
 
 
 class UsageError(SocketkitError):

@@ -1,24 +1,26 @@
 """TLS for socketkit: SSL contexts for client and server roles, and one-line errors.
 
 Defaults are the safe ones: a client verifies the server's certificate
-against the system's CAs (or ``--ca-file``) and checks the host name
-(``ssl.create_default_context``); ``--insecure`` turns both off and says so
-on standard error. SNI is the host connected to unless ``--sni`` names
-another; ALPN protocols are offered (client) or accepted (server) as given.
+against the system's CAs (or ``TLSSettings.cafile``) and checks the host name
+(``ssl.create_default_context``); ``verify=False`` turns both off (saying so
+is the caller's part: the command line warns on standard error). SNI is the
+host connected to unless ``server_name`` names another; ALPN protocols are
+offered (client) or accepted (server) as given.
 
-A server needs a certificate: ``--cert``/``--key`` files, or
-``--self-signed`` to generate a throw-away one in memory (an EC P-256 key
-and a certificate for localhost, 127.0.0.1, ::1 and this host's name, made
-with the ``cryptography`` package, valid for 30 days). A server given
-``--ca-file`` requires and verifies client certificates (mutual TLS).
+A server needs a certificate: ``certfile``/``keyfile``, or ``self_signed``
+to generate a throw-away one in memory (an EC P-256 key and a certificate
+for localhost, 127.0.0.1, ::1 and this host's name, made with the
+``cryptography`` package, valid for 30 days). A server given a ``cafile``
+requires and verifies client certificates (mutual TLS).
 
 Errors: ``translate_ssl_error`` turns ``ssl.SSLError`` into ``TLSError``
-with a line that says what failed and where, e.g.
-``TLS: certificate verify failed for localhost:4433: hostname mismatch
-(use --insecure to skip verification)``.
+with a line that says what failed and where, e.g. ``TLS: certificate verify
+failed for localhost:4433: hostname mismatch``, and a hint kind
+(``exc.hint == "insecure"``) that the command line words as
+``(use --insecure to skip verification)``.
 
 The command-line options that fill ``TLSSettings`` live in
-``socketkit.cli._tls``: nothing here knows argparse.
+``socketkit.cli._tls``: nothing here knows argparse or a flag's name.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Literal, TextIO
 
 from .address import Endpoint, InetEndpoint
-from .errors import SettingError, TLSError, UsageError
+from .errors import SettingError, TLSError
 
 __all__ = [
     "MemoryTLS",
@@ -50,10 +52,6 @@ __all__ = [
 
 Role = Literal["client", "server"]
 
-_MOVED_TO_CLI = frozenset(
-    {"add_tls_arguments", "context_from_args", "server_hostname_from_args", "settings_from_args"}
-)
-
 #: Seconds a TLS handshake may take before the connection is given up.
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -62,18 +60,31 @@ _VERIFY_REASONS = {
     2: "unknown CA (unable to get the issuer certificate)",
     9: "certificate is not yet valid",
     10: "certificate has expired",
-    18: "self-signed certificate (pass its CA with --ca-file)",
-    19: "self-signed certificate in the chain (pass the CA with --ca-file)",
+    18: "self-signed certificate",
+    19: "self-signed certificate in the chain",
     20: "unknown CA (unable to get local issuer certificate)",
     21: "unknown CA (unable to verify the first certificate)",
     62: "hostname mismatch",
     64: "IP address mismatch",
 }
+#: Verify failures whose remedy is trusting the certificate's own CA.
+_SELF_SIGNED = frozenset({18, 19})
 
 
 @dataclass(frozen=True, slots=True)
 class TLSSettings:
-    """Everything a TLS context is built from (the command-line options)."""
+    """Everything a TLS context is built from.
+
+    Attributes:
+        certfile: certificate chain (PEM) to present; a server needs one.
+        keyfile: its private key (PEM), if not in ``certfile``.
+        cafile: CA certificates to trust (client: instead of the system's;
+            server: require client certificates signed by them).
+        verify: client: verify the server's certificate and name.
+        server_name: client: the name to send (SNI) and check.
+        alpn: ALPN protocols to offer (client) or accept (server).
+        self_signed: server without ``certfile``: generate a throw-away one.
+    """
 
     certfile: str | None = None
     keyfile: str | None = None
@@ -105,13 +116,11 @@ def _load_chain(ctx: ssl.SSLContext, certfile: str, keyfile: str | None) -> None
     except (ssl.SSLError, OSError) as exc:
         # Say which file lacks what: OpenSSL only says "PEM lib".
         if _pem_lacks(certfile, "CERTIFICATE"):
-            raise UsageError(f"TLS: {certfile} holds no certificate (PEM)") from exc
+            raise SettingError(f"TLS: {certfile} holds no certificate (PEM)") from exc
         if keyfile is None and _pem_lacks(certfile, "PRIVATE KEY"):
-            raise UsageError(
-                f"TLS: {certfile} holds no private key: give it with --key FILE (key= in a relay)"
-            ) from exc
+            raise SettingError(f"TLS: {certfile} holds no private key", hint="key") from exc
         if keyfile is not None and _pem_lacks(keyfile, "PRIVATE KEY"):
-            raise UsageError(f"TLS: {keyfile} holds no private key (PEM)") from exc
+            raise SettingError(f"TLS: {keyfile} holds no private key (PEM)") from exc
         what = certfile if keyfile is None else f"{certfile} / {keyfile}"
         raise SettingError(
             f"TLS: cannot load certificate and key from {what}: {_reason(exc)}"
@@ -141,12 +150,11 @@ def _tolerate_half_close(ctx: ssl.SSLContext) -> None:
     ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
 
 
-def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.SSLContext:
-    """A context for the client role: verification and hostname check unless insecure.
+def client_context(settings: TLSSettings) -> ssl.SSLContext:
+    """A context for the client role: verification and hostname check unless ``verify`` is off.
 
     Args:
         settings: certificate (for client authentication), CA, verify, ALPN.
-        warn: where to say that verification is off (standard error by default).
 
     Raises:
         SettingError: a certificate, key or CA file cannot be loaded.
@@ -158,12 +166,6 @@ def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.
     if not settings.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        stream = warn if warn is not None else sys.stderr
-        stream.write(
-            "socketkit: warning: TLS certificate verification is off (--insecure): "
-            "anyone on the path can read and change this connection\n"
-        )
-        stream.flush()
     if settings.certfile:
         _load_chain(ctx, settings.certfile, settings.keyfile)
     _alpn(ctx, settings.alpn)
@@ -173,9 +175,14 @@ def client_context(settings: TLSSettings, *, warn: TextIO | None = None) -> ssl.
 def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.SSLContext:
     """A context for the server role.
 
+    Args:
+        settings: certificate and key (or ``self_signed``), CA, ALPN.
+        info: where to print a generated certificate's fingerprint
+            (standard error by default).
+
     Raises:
-        UsageError: no certificate (and no ``--self-signed``).
-        SettingError: files that cannot be loaded.
+        SettingError: no certificate (hint ``"certificate"``), files that
+            cannot be loaded, or ``self_signed`` without ``cryptography``.
     """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _tolerate_half_close(ctx)
@@ -198,7 +205,7 @@ def server_context(settings: TLSSettings, *, info: TextIO | None = None) -> ssl.
         )
         stream.flush()
     else:
-        raise UsageError("TLS: a server needs --cert FILE (and --key FILE) or --self-signed")
+        raise SettingError("TLS: a server needs a certificate", hint="certificate")
     if settings.cafile:
         _load_ca(ctx, settings.cafile)
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -213,7 +220,7 @@ def self_signed_pem(hostnames: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
     ``hostnames``; it is valid from one hour ago for 30 days.
 
     Raises:
-        UsageError: the ``cryptography`` package is not installed.
+        SettingError: the ``cryptography`` package is not installed.
     """
     try:
         import datetime as dt
@@ -224,8 +231,9 @@ def self_signed_pem(hostnames: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise UsageError(
-            "TLS: --self-signed needs the 'cryptography' package (pip install cryptography)"
+        raise SettingError(
+            "TLS: a self-signed certificate needs the 'cryptography' package "
+            "(pip install cryptography)"
         ) from exc
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
@@ -274,8 +282,10 @@ def translate_ssl_error(exc: BaseException, *, where: str, role: Role = "client"
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         reason = _VERIFY_REASONS.get(code, (exc.verify_message or _reason(exc)).rstrip(".").lower())
-        hint = " (use --insecure to skip verification)" if role == "client" else ""
-        return TLSError(f"TLS: certificate verify failed for {where}: {reason}{hint}")
+        hint = None
+        if role == "client":
+            hint = "ca-file" if code in _SELF_SIGNED else "insecure"
+        return TLSError(f"TLS: certificate verify failed for {where}: {reason}", hint=hint)
     if isinstance(exc, ssl.SSLEOFError | ConnectionResetError | BrokenPipeError):
         return TLSError(
             f"TLS: handshake with {where} failed: the peer closed the connection "
@@ -398,19 +408,3 @@ def handshake_memory(
             sock.close()
         raise translate_ssl_error(exc, where=where, role=role) from exc
     return MemoryTLS(sock, obj, incoming, outgoing)
-
-
-def __getattr__(name: str) -> object:
-    """The command-line helpers that lived here, from ``socketkit.cli._tls``, with a warning."""
-    if name in _MOVED_TO_CLI:
-        import warnings
-
-        from .cli import _tls
-
-        warnings.warn(
-            f"socketkit.tls.{name} moved to socketkit.cli._tls (command-line code)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_tls, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

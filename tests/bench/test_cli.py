@@ -21,17 +21,20 @@ def test_zero_time_runs_until_interrupted_then_reports(bench_port: int) -> None:
         client.wait_for(r" sec ")  # running: the first interval is out
         client.proc.send_signal(signal.SIGINT)
         assert client.wait(LOOPBACK_TIMEOUT) == 0, client.err
-        assert "receiver" in client.out and "Traceback" not in client.err
+        assert "receiver" in client.out
+        assert "Traceback" not in client.err
 
 
 def test_logfile_gets_the_output(bench_port: int, tmp_path: Path) -> None:
     log = tmp_path / "bench.log"
     argv = ["bench", "client", "127.0.0.1", "-p", str(bench_port), "-t", "0.2", "--json"]
     result = run_cli(*argv, "--logfile", str(log))
-    assert result.code == 0 and result.out == "", result.err
+    assert result.code == 0, result.err
+    assert result.out == "", result.err
     assert json.loads(log.read_text())["end"]["sum_sent"]["bytes"] > 0
     bad = run_cli(*argv, "--logfile", str(tmp_path / "missing" / "x.log"))
-    assert bad.code == 2 and "cannot open the log file" in bad.err
+    assert bad.code == 2
+    assert "cannot open the log file" in bad.err
 
 
 def test_omitted_seconds_are_left_out(bench_port: int) -> None:
@@ -85,4 +88,5 @@ def test_one_off_server_reports_one_test_in_json_and_exits() -> None:
 def test_bad_options_are_one_line(argv: list[str], words: str) -> None:
     result = run_cli("bench", "client", "127.0.0.1", "-p", "1", *argv)
     assert result.code == 2, result.err
-    assert result.err.count("\n") == 1 and words in result.err
+    assert result.err.count("\n") == 1
+    assert words in result.err

@@ -98,7 +98,8 @@ def test_histogram_percentiles_within_its_precision() -> None:
     other = Histogram()
     other.record(20_000_000)
     hist.merge(other)
-    assert hist.count == 10_001 and hist.max == 20_000_000
+    assert hist.count == 10_001
+    assert hist.max == 20_000_000
     assert Histogram.from_counts(hist.to_counts()).percentile(50) == hist.percentile(50)
 
 
@@ -137,7 +138,8 @@ def test_plain_output_has_intervals_and_a_summary(bench_port: int) -> None:
     )
     assert result.code == 0, result.err
     assert result.out.count(" sec ") >= 3  # an interval or more, sender, receiver
-    assert "receiver" in result.out and "datagrams lost" in result.out
+    assert "receiver" in result.out
+    assert "datagrams lost" in result.out
 
 
 def test_server_output_comes_back_to_the_client(bench_port: int) -> None:

@@ -55,7 +55,8 @@ def _json_frame(obj: object) -> bytes:
 
 def test_cookie_is_iperf3s_alphabet_and_length() -> None:
     cookie = make_cookie()
-    assert len(cookie) == COOKIE_SIZE and is_cookie(cookie)
+    assert len(cookie) == COOKIE_SIZE
+    assert is_cookie(cookie)
     assert not is_cookie(b"A" * 36 + b"\0")
     assert not is_cookie(cookie[:-1] + b"a")
 
@@ -71,18 +72,22 @@ def test_a_whole_test_from_cookie_to_iperf_done(chunk: int) -> None:
     ]
     params = Params(protocol="udp", time=3, parallel=2, length=1400, bandwidth=10**8)
     (got,) = _events(server, client.send_params(params), chunk)
-    assert isinstance(got, ParamsEvent) and got.params.length == 1400
-    assert got.params.parallel == 2 and got.params.protocol == "udp"
+    assert isinstance(got, ParamsEvent)
+    assert got.params.length == 1400
+    assert got.params.parallel == 2
+    assert got.params.protocol == "udp"
     for state in (State.CREATE_STREAMS, State.TEST_START, State.TEST_RUNNING):
         assert _events(client, server.send_state(state), chunk) == [StateEvent(state)]
     assert _events(server, client.send_state(State.TEST_END), chunk) == [StateEvent(State.TEST_END)]
     _events(client, server.send_state(State.EXCHANGE_RESULTS), chunk)
     mine = Results(streams=(StreamResult(id=1, bytes=10, packets=2), StreamResult(3, 5)))
     (theirs,) = _events(server, client.send_results(mine), chunk)
-    assert isinstance(theirs, ResultsEvent) and theirs.results == mine
+    assert isinstance(theirs, ResultsEvent)
+    assert theirs.results == mine
     back = Results(streams=(StreamResult(id=1, bytes=9, errors=1, jitter=0.002),))
     (answer,) = _events(client, server.send_results(back), chunk)
-    assert isinstance(answer, ResultsEvent) and answer.results.streams[0].errors == 1
+    assert isinstance(answer, ResultsEvent)
+    assert answer.results.streams[0].errors == 1
     _events(client, server.send_state(State.DISPLAY_RESULTS), chunk)
     assert _events(server, client.send_state(State.IPERF_DONE), chunk) == [
         StateEvent(State.IPERF_DONE)
@@ -283,4 +288,5 @@ def test_arbitrary_json_fields_decode_or_raise_our_error(obj: dict[str, object],
         events = _events(proto, _json_frame(obj))
     except SocketkitError:
         return
-    assert len(events) == 1 and isinstance(events[0], ParamsEvent | ResultsEvent)
+    assert len(events) == 1
+    assert isinstance(events[0], ParamsEvent | ResultsEvent)

@@ -178,7 +178,7 @@ def test_every_error_class_is_one_line_in_one_format_with_a_documented_code(
     """One format (``socketkit: error: ...``) and the README's table, for every class."""
     exc = _instance(cls)
 
-    def fail(args: object, env: object) -> int:
+    def fail(_args: object, _env: object) -> int:
         raise exc
 
     monkeypatch.setattr(clients, "run_tcp", fail)  # bound when main builds the parser

@@ -63,7 +63,8 @@ def test_bad_host_or_port_values_say_what_is_wrong(
     result = run_cli(command, *argv)
     assert result.code == 2
     lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("socketkit: error: "), result.err
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("socketkit: error: "), result.err
     assert text in lines[0]
 
 

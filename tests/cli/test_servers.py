@@ -154,4 +154,5 @@ def test_server_host_values_are_understood_or_refused(
 ) -> None:
     result = run_cli(command, *argv)
     assert result.code == 2
-    assert result.err.startswith("socketkit: error: ") and text in result.err
+    assert result.err.startswith("socketkit: error: ")
+    assert text in result.err

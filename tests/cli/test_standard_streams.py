@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
@@ -25,11 +26,13 @@ CLOSE = {"stdin": "0<&-", "stdout": "1>&-", "stderr": "2>&-"}
 def _start(closed: str, *args: str) -> subprocess.Popen[bytes]:
     argv = socketkit_argv(*args)
     redirect = CLOSE[closed]
-    pipes = {name: subprocess.PIPE for name in ("stdout", "stderr") if name != closed}
+    pipes: dict[str, Any] = {
+        name: subprocess.PIPE for name in ("stdout", "stderr") if name != closed
+    }
     return subprocess.Popen(
         ["sh", "-c", f'exec "$0" "$@" {redirect}', *argv],
         stdin=subprocess.DEVNULL if closed != "stdin" else None,
-        **pipes,  # type: ignore[arg-type]
+        **pipes,
     )
 
 
@@ -42,7 +45,8 @@ def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
         raise AssertionError("the command hung") from None
     text = (out or b"").decode() + (err or b"").decode()
     assert "Traceback" not in text, text
-    assert "Error:" not in text and "Exception" not in text, text
+    assert "Error:" not in text, text
+    assert "Exception" not in text, text
     return proc.returncode, text
 
 

@@ -82,7 +82,8 @@ def server_cmd(impl: str, proto: str, *, ipv6: bool = False, unix: Path | None =
             return c_cmd(program, "-U", str(unix))
         return c_cmd(program, *(["-6"] if ipv6 else []), "0")
     if impl == "java":
-        assert not ipv6 and unix is None, "the Java peers do IPv4 only"
+        assert not ipv6, "the Java peers do IPv4 only"
+        assert unix is None, "the Java peers do IPv4 only"
         return java_cmd(JAVA_PROGRAMS[(proto, "server")], "0")
     raise ValueError(impl)
 
@@ -186,7 +187,8 @@ MATRIX = [
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), MATRIX)
-def test_matrix(built_peers: None, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_matrix(proto: str, client: str, server: str) -> None:
     exchange(proto, client, server)
 
 
@@ -205,7 +207,8 @@ NATIVE_MATRIX = [
 @needs_ipv6
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), NATIVE_MATRIX)
-def test_ipv6(built_peers: None, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_ipv6(proto: str, client: str, server: str) -> None:
     # socketkit binds ::1 itself; the C server binds :: (-6).
     exchange(proto, client, server, host="::1", ipv6=True)
 
@@ -213,7 +216,8 @@ def test_ipv6(built_peers: None, proto: str, client: str, server: str) -> None:
 @needs_unix
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("proto", "client", "server"), NATIVE_MATRIX)
-def test_unix(built_peers: None, tmp_path: Path, proto: str, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_unix(tmp_path: Path, proto: str, client: str, server: str) -> None:
     # tcp-*: a Unix stream socket; udp-*: a Unix datagram socket.
     path = tmp_path / f"{proto}.sock"
     # The C datagram client binds a temporary address of its own in $TMPDIR
@@ -234,7 +238,8 @@ def test_unix(built_peers: None, tmp_path: Path, proto: str, client: str, server
 
 
 @pytest.mark.timeout(90)
-def test_tcp_client_count_against_long_running_server(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_tcp_client_count_against_long_running_server() -> None:
     started = time.monotonic()
     with Proc(socketkit_argv("tcp-server", "-p", "0")) as srv:
         port = srv.wait_for(LISTENING["tcp"], EXCHANGE_DEADLINE).group(2)
@@ -264,7 +269,8 @@ def test_tcp_client_count_against_long_running_server(built_peers: None) -> None
 
 
 @pytest.mark.timeout(90)
-def test_socketkit_server_answers_a_client_that_never_half_closes(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_socketkit_server_answers_a_client_that_never_half_closes() -> None:
     # The lecture's C and Python clients send "Hello from client" with no
     # newline and do NOT half-close (our C peer does): they just wait in one
     # recv. The server must answer what arrived, not wait for a newline or

@@ -50,7 +50,8 @@ def expected_tcp_server_output(server: str, client: str, listening: str) -> str:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("server", LANGUAGES)
 @pytest.mark.parametrize("client", LANGUAGES)
-def test_tcp_pairing(built_peers: None, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_tcp_pairing(client: str, server: str) -> None:
     with Proc(peer(server, "tcp_server", "0")) as srv:
         port = int(srv.wait_for(TCP_LISTENING).group(1))
         assert port != 0
@@ -67,7 +68,8 @@ def test_tcp_pairing(built_peers: None, client: str, server: str) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("server", LANGUAGES)
 @pytest.mark.parametrize("client", LANGUAGES)
-def test_udp_pairing(built_peers: None, client: str, server: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_udp_pairing(client: str, server: str) -> None:
     with Proc(peer(server, "udp_server", "0")) as srv:
         port = int(srv.wait_for(UDP_LISTENING).group(1))
         assert port != 0
@@ -85,7 +87,8 @@ def test_udp_pairing(built_peers: None, client: str, server: str) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_udp_server_serves_more_than_one_datagram(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_udp_server_serves_more_than_one_datagram() -> None:
     with Proc(c_cmd("udp_server", "0")) as srv:
         port = srv.wait_for(UDP_LISTENING).group(1)
         for _ in range(2):
@@ -99,7 +102,8 @@ def test_udp_server_serves_more_than_one_datagram(built_peers: None) -> None:
 
 @needs_ipv6
 @pytest.mark.timeout(60)
-def test_c_tcp_ipv6(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_c_tcp_ipv6() -> None:
     with Proc(c_cmd("tcp_server", "-6", "0")) as srv:
         port = srv.wait_for(TCP_LISTENING).group(1)
 
@@ -114,7 +118,8 @@ def test_c_tcp_ipv6(built_peers: None) -> None:
 
 @needs_ipv6
 @pytest.mark.timeout(60)
-def test_c_udp_ipv6(built_peers: None) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_c_udp_ipv6() -> None:
     with Proc(c_cmd("udp_server", "-6", "0")) as srv:
         port = srv.wait_for(UDP_LISTENING).group(1)
 
@@ -126,7 +131,8 @@ def test_c_udp_ipv6(built_peers: None) -> None:
 
 @needs_unix
 @pytest.mark.timeout(60)
-def test_c_unix_stream(built_peers: None, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_c_unix_stream(tmp_path: Path) -> None:
     path = tmp_path / "tcp.sock"
     path.write_text("stale")  # a left-over file must not stop the server
     with Proc(c_cmd("tcp_server", "-U", str(path))) as srv:
@@ -144,7 +150,8 @@ def test_c_unix_stream(built_peers: None, tmp_path: Path) -> None:
 
 @needs_unix
 @pytest.mark.timeout(60)
-def test_c_unix_datagram(built_peers: None, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_c_unix_datagram(tmp_path: Path) -> None:
     path = tmp_path / "udp.sock"
     client_tmp = tmp_path / "client-tmp"
     client_tmp.mkdir()
@@ -168,7 +175,8 @@ def test_c_unix_datagram(built_peers: None, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_udp_client_times_out_without_reply(built_peers: None, language: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_udp_client_times_out_without_reply(language: str) -> None:
     # A bound socket that never answers: the datagram is delivered, no reply comes.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
@@ -179,12 +187,14 @@ def test_udp_client_times_out_without_reply(built_peers: None, language: str) ->
         assert silent.recv(2048) == b"Hello from UDP client"
     assert code == 1
     assert out == ""
-    assert len(err.splitlines()) == 1 and "no reply" in err, err
+    assert len(err.splitlines()) == 1, err
+    assert "no reply" in err, err
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_tcp_client_connection_refused(built_peers: None, language: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_tcp_client_connection_refused(language: str) -> None:
     # Find a port nobody listens on: bind, note the port, close.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -193,12 +203,15 @@ def test_tcp_client_connection_refused(built_peers: None, language: str) -> None
     code, out, err = run(peer(language, "tcp_client", "127.0.0.1", port), PEER_DEADLINE)
 
     assert (code, out) == (1, "")
-    assert len(err.splitlines()) == 1 and "refused" in err.lower(), err
+    assert len(err.splitlines()) == 1, err
+    assert "refused" in err.lower(), err
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("program", ["tcp_server", "tcp_client", "udp_server", "udp_client"])
-def test_c_usage_errors(built_peers: None, program: str) -> None:
+@pytest.mark.usefixtures("built_peers")
+def test_c_usage_errors(program: str) -> None:
     code, out, err = run(c_cmd(program, "-x"), PEER_DEADLINE)
     assert (code, out) == (1, "")
-    assert err.startswith(f"usage: {program} ") and len(err.splitlines()) == 1, err
+    assert err.startswith(f"usage: {program} "), err
+    assert len(err.splitlines()) == 1, err

@@ -132,7 +132,7 @@ def listen_with(layer: str, endpoint: str | int) -> None:
         with sync.open_listener(endpoint):
             return
 
-    async def handler(conn: aio.Connection) -> None:
+    async def handler(_conn: aio.Connection) -> None:
         raise AssertionError("no client expected")
 
     async def main() -> None:
@@ -161,7 +161,7 @@ def test_address_in_use_on_every_interface() -> None:
             sync.open_listener(first.port)
 
 
-def test_restart_on_the_same_port_after_a_connection_binds(sock_dir: Path) -> None:
+def test_restart_on_the_same_port_after_a_connection_binds() -> None:
     # The server closes first, so its side of the connection sits in
     # TIME_WAIT; a restarted server must still bind (SO_REUSEADDR).
     with sync.open_listener("127.0.0.1:0") as listener:

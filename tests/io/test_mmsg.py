@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import pytest
 
 from socketkit._mmsg import DatagramBatch
-from socketkit.server import ServerLog
+from socketkit.server import SERVICES, ServerLog, Service
 from socketkit.server._engine import DatagramEngine
 from socketkit.server._log import Stats
-from socketkit.server._services import Service
 from socketkit.sync import open_datagram_client
 
 from helpers import LOOPBACK_TIMEOUT, start_server
@@ -62,7 +61,8 @@ def test_batch_receives_echoes_and_replies(family: int) -> None:
         # Loopback delivers in order; all five were queued before the call.
         assert n == 5
         assert [batch.data(i) for i in range(n)] == messages
-        assert batch.total(n) == 15 and batch.longest(n) == 5
+        assert batch.total(n) == 15
+        assert batch.longest(n) == 5
         sender = batch.address(0, family)
         assert sender[:2] == client.getsockname()[:2]
         assert batch.echo(server, n) == 5
@@ -145,7 +145,7 @@ def _serving(engine: DatagramEngine) -> Iterator[list[Stats]]:
 def _engine(
     sock: socket.socket, batched: bool, service: str = "echo", **kw: object
 ) -> DatagramEngine:
-    engine = DatagramEngine(sock, Service(service), log=ServerLog(verbose=False), **kw)  # type: ignore[arg-type]
+    engine = DatagramEngine(sock, SERVICES[service](), log=ServerLog(verbose=False), **kw)  # type: ignore[arg-type]
     if not batched:
         engine._batch = None
     return engine
@@ -207,7 +207,7 @@ def test_engine_refuses_by_filter_and_answers_hello(batched: bool) -> None:
             with _serving(engine) as stats:
                 client.sendto(b"one", server.getsockname())
                 other.sendto(b"two", server.getsockname())
-                assert other.recv(100) == b"Hello from server"
+                assert other.recv(100) == b"Message received"
             client.settimeout(0.2)
             with pytest.raises(TimeoutError):
                 client.recv(100)
@@ -240,3 +240,50 @@ def test_traced_udp_server_shows_each_recvfrom_and_sendto() -> None:
         assert srv.wait() == 0
         assert re.search(r"recvfrom\(.*\) = 4", srv.err + srv.out)
         assert re.search(r"sendto\(.*\) = 16", srv.err + srv.out)
+
+
+class _Upper(Service):
+    """A service of one's own: the engine knows it only by what it says of itself."""
+
+    name = "upper"
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        return data.upper()
+
+
+class _Mirror(Service):
+    """Another: its datagram reply is the datagram, so whole batches go back untouched."""
+
+    name = "mirror"
+    echoes_datagrams = True
+
+
+@pytest.mark.parametrize("batched", PATHS)
+def test_engine_serves_a_service_of_ones_own(batched: bool) -> None:
+    server, client = _pair()
+    with server, client:
+        engine = DatagramEngine(server, _Upper(), log=ServerLog(verbose=False))
+        if not batched:
+            engine._batch = None
+        assert not engine._plain_echo
+        with _serving(engine) as stats:
+            for m in (b"one", b"two"):
+                client.sendto(m, server.getsockname())
+                assert client.recv(100) == m.upper()
+        assert stats[0].datagrams_out == 2
+
+
+@pytest.mark.parametrize("batched", PATHS)
+def test_a_service_that_echoes_datagrams_takes_the_plain_echo_path(batched: bool) -> None:
+    server, client = _pair()
+    with server, client:
+        engine = DatagramEngine(server, _Mirror(), log=ServerLog(verbose=False))
+        if not batched:
+            engine._batch = None
+        assert engine._plain_echo
+        with _serving(engine) as stats:
+            sent = [b"x" * i for i in range(1, 33)]
+            for m in sent:
+                client.sendto(m, server.getsockname())
+            assert [client.recv(100) for _ in sent] == sent
+        assert stats[0].datagrams_in == stats[0].datagrams_out == 32

@@ -7,7 +7,7 @@ the tunnel instead of connecting to the target.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -47,7 +47,7 @@ def _check(user: str, password: str) -> bool:
 
 
 def _client(kind: str, host: str, auth: bool) -> TunnelClient:
-    credentials = {"username": "alice", "password": "s3cret"} if auth else {}
+    credentials: dict[str, Any] = {"username": "alice", "password": "s3cret"} if auth else {}
     if kind == "http":
         return HttpConnectClient(host, 8080, **credentials)
     version: Literal[4, 5] = 4 if kind == "socks4" else 5
@@ -103,7 +103,8 @@ def test_sync_http_digest_or_basic_after_a_challenge_reconnects() -> None:
         first = sync.connect(f"127.0.0.1:{port}", timeout=LOOPBACK_TIMEOUT)
         tunnel, _ = handshake(first, client, reconnect=reconnect)
         with tunnel:
-            assert first.closed and tunnel is opened_connections[0]
+            assert first.closed
+            assert tunnel is opened_connections[0]
             tunnel.send_all(MESSAGE)
             assert tunnel.receive_exactly(len(MESSAGE)) == MESSAGE
     assert log.rejections == ["HTTP 407: credentials missing"]

@@ -58,7 +58,7 @@ pytestmark = pytest.mark.timeout(30)
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dependency where wheels exist
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 else:
     # libuv opens a process-wide pipe with its first loop and keeps it; open
     # it now so that the descriptor count around each test sees no change.

@@ -122,7 +122,8 @@ def test_destination_rules_refuse_with_the_right_code(
             # A name that resolves into a denied range is denied too.
             with pytest.raises(error, match=re.escape(text)) as info:
                 _through(port, kind, f"localhost:{target}")
-            assert "\n" not in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+            assert "\n" not in str(info.value)
+            assert f"127.0.0.1:{port}" in str(info.value)
             server.search(r"destination (denied by --deny-dest|not in any --allow-dest)", "err")
 
 

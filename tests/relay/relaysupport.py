@@ -93,7 +93,7 @@ def run(
 
 def recv_all(sock: socket.socket, timeout: float = LOOPBACK_TIMEOUT) -> bytes:
     sock.settimeout(timeout)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:

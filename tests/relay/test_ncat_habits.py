@@ -69,7 +69,8 @@ def test_nodns_refuses_host_names(argv: list[str]) -> None:
     done = run(sk(*argv))
     err = done.stderr.decode()
     assert done.returncode == 2, err
-    assert err.startswith("socketkit: error: -n: ") and err.count("\n") == 1, err
+    assert err.startswith("socketkit: error: -n: "), err
+    assert err.count("\n") == 1, err
 
 
 def test_listener_ends_when_the_client_is_done_though_its_stdin_stays_open() -> None:
@@ -143,9 +144,8 @@ def test_missing_allowfile_is_one_line() -> None:
     done = run(sk("listen", "--allowfile", "/no/such/file", "0"))
     err = done.stderr.decode()
     assert done.returncode == 2
-    assert err.startswith("socketkit: error: --allowfile: cannot read /no/such/file") and (
-        err.count("\n") == 1
-    )
+    assert err.startswith("socketkit: error: --allowfile: cannot read /no/such/file"), err
+    assert err.count("\n") == 1, err
 
 
 def test_source_address_and_port_when_connecting() -> None:
@@ -230,7 +230,8 @@ def test_hex_dump_sees_an_exec_session(tmp_path: Path) -> None:
         assert done.stdout == b"Hello\n", done.stderr
         assert lst.wait() == 0, lst.err_text
     text = dump.read_text()
-    assert "> 00000000  48 65 6c 6c 6f 0a" in text and "< 00000000  48 65 6c 6c 6f 0a" in text
+    assert "> 00000000  48 65 6c 6c 6f 0a" in text
+    assert "< 00000000  48 65 6c 6c 6f 0a" in text
 
 
 def _recv_retrying(sock: socket.socket, send: Callable[[], None]) -> bytes:
@@ -307,9 +308,8 @@ def test_zero_probe_over_udp() -> None:
     closed = run(sk("nc", "-zu", "127.0.0.1", str(port)))  # nothing bound there now
     err = closed.stderr.decode()
     assert closed.returncode == 3, err
-    assert (
-        err.startswith("socketkit: error: UDP port closed at 127.0.0.1:") and err.count("\n") == 1
-    )
+    assert err.startswith("socketkit: error: UDP port closed at 127.0.0.1:"), err
+    assert err.count("\n") == 1, err
 
 
 def _udp_client() -> socket.socket:

@@ -25,7 +25,12 @@ def test_connect_to_listen_binary_both_ways() -> None:
     os.close(r)
     try:
         port = proc.port()
-        writer = threading.Thread(target=lambda: (os.write(w, back), os.close(w)))
+
+        def send_back() -> None:
+            os.write(w, back)
+            os.close(w)
+
+        writer = threading.Thread(target=send_back)
         writer.start()
         done = run(sk("connect", "127.0.0.1", str(port)), PAYLOAD)
         writer.join(LOOPBACK_TIMEOUT)

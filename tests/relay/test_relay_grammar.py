@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from socketkit.access import AccessList
 from socketkit.address import InetEndpoint, UnixEndpoint
 from socketkit.errors import AddressError, UsageError
-from socketkit.relay import AccessList, CrlfEncoder, HexDumper, parse_relay_address
+from socketkit.relay import CrlfEncoder, HexDumper, parse_relay_address
 
 
 @pytest.mark.parametrize(
@@ -40,11 +41,14 @@ def test_kinds(text: str, kind: str, endpoint: object) -> None:
 
 def test_options() -> None:
     addr = parse_relay_address("tcp-listen:8080,fork,reuseaddr,backlog=50")
-    assert addr.fork and addr.listener
+    assert addr.fork
+    assert addr.listener
     assert addr.get("backlog") == "50"
     tls = parse_relay_address("tls:h:443,cafile=ca.pem,verify=0,sni=x,alpn=h2:http/1.1")
-    assert tls.get("cafile") == "ca.pem" and tls.get("verify") == "0"
-    assert not tls.fork and not tls.listener
+    assert tls.get("cafile") == "ca.pem"
+    assert tls.get("verify") == "0"
+    assert not tls.fork
+    assert not tls.listener
 
 
 def test_exec_takes_the_rest_verbatim() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,8 @@ class Certs:
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certs]:
-    yield Certs(tmp_path_factory.mktemp("tls"))
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return Certs(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_connect_listen_half_close(certs: Certs) -> None:
@@ -102,7 +101,7 @@ def test_tls_verification_failures_are_one_line(certs: Certs, case: str, needle:
     assert "--insecure" in err
 
 
-def test_insecure_says_so(certs: Certs) -> None:
+def test_insecure_says_so() -> None:
     with running(
         sk("listen", "-v", "--tls", "--self-signed", "127.0.0.1", "0", "-e", "cat")
     ) as lst:

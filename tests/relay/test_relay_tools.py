@@ -170,4 +170,5 @@ def test_socketkit_rejects_openssl_server_for_wrong_host(tls_files: tuple[str, s
         done = run(sk("connect", "--tls", "localhost", str(port)))
     err = done.stderr.decode()
     assert done.returncode == 3
-    assert err.count("\n") == 1 and "certificate verify failed" in err
+    assert err.count("\n") == 1
+    assert "certificate verify failed" in err

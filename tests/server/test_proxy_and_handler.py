@@ -11,7 +11,13 @@ import pytest
 from socketkit.address import InetEndpoint
 from socketkit.aio import Connection
 from socketkit.framing.proxy import encode_v1, encode_v2
-from socketkit.server import ServerConfig, ServerLog, StreamEngine, run_stream_server
+from socketkit.server import (
+    HandlerService,
+    ServerConfig,
+    ServerLog,
+    StreamEngine,
+    run_stream_server,
+)
 
 from helpers import LOOPBACK_TIMEOUT, start_server
 
@@ -56,7 +62,7 @@ def test_custom_handler_over_the_connection_api() -> None:
     import io
 
     out, err = io.StringIO(), io.StringIO()
-    config = ServerConfig(endpoint=InetEndpoint("127.0.0.1", 0), handler=shout)
+    config = ServerConfig(endpoint=InetEndpoint("127.0.0.1", 0), service=HandlerService(shout))
     thread = threading.Thread(
         target=run_stream_server,
         args=(config, ServerLog(out, err)),

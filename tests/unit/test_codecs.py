@@ -107,11 +107,11 @@ class TestRawCodec:
 
     def test_encode_is_identity(self) -> None:
         assert RawCodec().encode(b"\x00\n\r") == b"\x00\n\r"
-        assert RawCodec().encode(bytearray(b"ab")) == b"ab"
+        assert RawCodec().encode(bytearray(b"ab")) == b"ab"  # type: ignore[arg-type]
 
     def test_settings(self) -> None:
         assert RawCodec().max_message_size == DEFAULT_MAX_CHUNK_SIZE == 64 * 1024
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_chunk_size"):
             RawCodec(0)
 
 
@@ -231,7 +231,7 @@ class TestLineCodec:
 
     def test_settings(self) -> None:
         assert LineCodec().max_message_size == DEFAULT_MAX_LINE_LENGTH == 64 * 1024
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_line_length"):
             LineCodec(-1)
 
 
@@ -317,9 +317,9 @@ class TestLengthPrefixedCodec:
         assert LengthPrefixedCodec.header_size == 4
         assert LengthPrefixedCodec().max_message_size == DEFAULT_MAX_FRAME_SIZE == 16 * 2**20
         LengthPrefixedCodec(0xFFFFFFFF)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_frame_size"):
             LengthPrefixedCodec(2**32)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_frame_size"):
             LengthPrefixedCodec(-1)
 
 
@@ -353,7 +353,7 @@ class TestLectureCodec:
 
     def test_settings(self) -> None:
         assert LectureCodec().max_message_size == 1023
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_size"):
             LectureCodec(0)
 
 

@@ -188,3 +188,36 @@ def test_translate_passes_our_errors_through() -> None:
 def test_messages_are_lower_case_strerror() -> None:
     exc = translate_os_error(oserror(errno.EBADF), phase="receive", where=WHERE)
     assert str(exc) == f"receive on {WHERE} failed: bad file descriptor"
+
+
+# -- hints: a kind in the library, flag words on the command line ----------------
+
+
+@pytest.mark.parametrize("kind", sorted(errors.HINTS))
+def test_a_hint_is_worded_by_the_library_without_flags_and_by_the_cli_with_them(
+    kind: str,
+) -> None:
+    from socketkit.cli._render import FLAG_HINTS, render
+
+    exc = errors.TLSError("TLS: certificate verify failed for localhost:4433", hint=kind)
+    assert exc.message == "TLS: certificate verify failed for localhost:4433"
+    assert str(exc) == exc.message + errors.HINTS[kind]
+    assert "--" not in str(exc)
+    assert render(exc) == exc.message + FLAG_HINTS[kind]
+    assert "--" in render(exc)
+
+
+def test_the_cli_words_todays_lines() -> None:
+    from socketkit.cli._render import render
+
+    exc = errors.TLSError(
+        "TLS: certificate verify failed for h:1: hostname mismatch", hint="insecure"
+    )
+    assert render(exc) == (
+        "TLS: certificate verify failed for h:1: hostname mismatch "
+        "(use --insecure to skip verification)"
+    )
+    assert render(SettingError("TLS: a server needs a certificate", hint="certificate")) == (
+        "TLS: a server needs a certificate: --cert FILE (and --key FILE) or --self-signed"
+    )
+    assert render(ConnectError("connection refused by h:1")) == "connection refused by h:1"

@@ -8,7 +8,7 @@ and RFC 1929. Opens no socket.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -33,7 +33,7 @@ from socketkit.errors import (
     ProxyProtocolError,
     ProxyRefusedError,
     ProxyTargetError,
-    UsageError,
+    SettingError,
 )
 from socketkit.framing.socks import SocksClient, SocksServer
 from socketkit.framing.tunnel import (
@@ -222,12 +222,12 @@ def test_client_end_of_stream_mid_handshake() -> None:
     ],
 )
 def test_client_usage_errors(version: Literal[4, 5], host: str, kwargs: dict[str, str]) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError):
         SocksClient(version, host, 80, **kwargs)  # type: ignore[arg-type]
 
 
 def test_client_rejects_port_zero() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError):
         SocksClient(5, "h", 0)
 
 
@@ -386,7 +386,7 @@ def test_server_refuses_calls_out_of_order() -> None:
 # -- client against server ----------------------------------------------------
 
 
-def handshake(client: SocksClient, server: SocksServer, bound: tuple[str, int]) -> object:
+def handshake(client: SocksClient, server: SocksServer, bound: tuple[str, int]) -> tuple[Any, Any]:
     for _ in range(5):
         server.receive_data(client.data_to_send())
         event = server.next_event()
@@ -410,11 +410,11 @@ hosts = st.one_of(
 @given(host=hosts, port=st.integers(1, 65535), version=st.sampled_from([4, 5]), auth=st.booleans())
 def test_client_and_server_agree(host: str, port: int, version: Literal[4, 5], auth: bool) -> None:
     if version == 4 and (":" in host or host.startswith("0.0.0.")):
-        return  # SOCKS4 cannot say these (a UsageError, tested above)
+        return  # SOCKS4 cannot say these (a SettingError, tested above)
     kwargs = {"username": "alice", "password": "s3cret"} if auth and version == 5 else {}
     client = SocksClient(version, host, port, **kwargs)
     server = SocksServer(authenticate=_check if kwargs else None)
-    request, opened = handshake(client, server, ("192.0.2.1", 1080))  # type: ignore[misc]
+    request, opened = handshake(client, server, ("192.0.2.1", 1080))
     assert (request.host, request.port) == (host.lower() if ":" not in host else host, port)
     assert opened == TunnelOpen(("192.0.2.1", 1080), b"")
 
@@ -492,7 +492,8 @@ def test_client_arbitrary_replies_wait_open_or_proxy_error(
 
 def test_server_reports_non_utf8_names_as_escapes() -> None:
     event, _ = drive_server(b"\x04\x01\x00P\x7f\x00\x00\x01a\xff\x00")
-    assert isinstance(event, TunnelRequest) and event.username == "a\\xff"
+    assert isinstance(event, TunnelRequest)
+    assert event.username == "a\\xff"
 
 
 @PROPERTY

@@ -63,7 +63,8 @@ def test_next_exactly_waits_for_all_bytes_and_leaves_them_buffered() -> None:
 
 def test_end_of_stream_answers_instead_of_needing_data() -> None:
     core = core_with(b"tail", b"")
-    assert core.eof and not core.at_eof
+    assert core.eof
+    assert not core.at_eof
     assert core.next_message(LineCodec()) == b"tail"  # a last line without a newline
     assert core.at_eof
     assert core.next_some(10) == b""

@@ -253,7 +253,8 @@ class _Test:
         except SocketTimeoutError:
             raise RefusedError(
                 f"{where} said nothing within {FIRST_ANSWER_TIMEOUT:g} s: not an iperf3 or "
-                "socketkit bench server (--latency measures against any echo server)"
+                "socketkit bench server",
+                hint="latency",
             ) from None
         if not first:
             raise RefusedError(f"{where} closed the connection: not an iperf3 server?")
@@ -269,8 +270,8 @@ class _Test:
                 else f"a service that answered {_describe(answer)}"
             )
             raise RefusedError(
-                f"{where} is {kind}, not an iperf3 or socketkit bench server"
-                + (" (--latency measures against an echo service)" if "echo" in kind else "")
+                f"{where} is {kind}, not an iperf3 or socketkit bench server",
+                hint="latency" if "echo" in kind else None,
             )
         self.proto.receive_data(first)
 
@@ -536,15 +537,13 @@ def _echo_hello(conn: sync.Connection, config: BenchConfig) -> None:
                 break
     except SocketTimeoutError:
         raise RefusedError(
-            f"{where} did not echo within {FIRST_ANSWER_TIMEOUT:g} s: --latency needs an echo "
-            "service or socketkit bench server"
+            f"{where} did not echo within {FIRST_ANSWER_TIMEOUT:g} s", hint="latency-peer"
         ) from None
     if got == ECHO_HELLO:
         return
     if got[:1] == b"\x09":
         raise RefusedError(
-            f"{where} is an iperf3 server: iperf3's protocol has no echo, so --latency needs "
-            "socketkit bench server or an echo service"
+            f"{where} is an iperf3 server: iperf3's protocol has no echo", hint="latency-peer"
         )
     if not got:
         raise RefusedError(f"{where} closed the connection instead of echoing")

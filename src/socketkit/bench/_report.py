@@ -39,6 +39,7 @@ VERSION = "socketkit bench (iperf3 protocol)"
 
 
 def format_bytes(n: float) -> str:
+    """A byte count as iperf3 prints it: ``512 B``, ``1.50 MiB`` (binary units)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
@@ -47,6 +48,7 @@ def format_bytes(n: float) -> str:
 
 
 def format_rate(bits_per_second: float) -> str:
+    """A bit rate as iperf3 prints it: ``941.23 Mbit/s`` (decimal units)."""
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("Kbit/s", 1e3)):
         if bits_per_second >= scale:
             return f"{bits_per_second / scale:.2f} {unit}"
@@ -385,7 +387,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UnsupportedError("--plot needs matplotlib: pip install 'socketkit[plot]'") from None
+        raise UnsupportedError("plotting needs matplotlib: pip install 'socketkit[plot]'") from None
     width, height = PLOT_SIZE
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(width / 100, height / 100), dpi=100)
     intervals = doc["intervals"]

@@ -196,9 +196,9 @@ class BenchServer:
             sock = bind_socket(
                 InetEndpoint(host, server.port), type=socket.SOCK_DGRAM, family=family
             )
-        except SocketkitError as exc:
+        except SocketkitError:
             listener.close()
-            raise exc
+            raise
         server._udp = sync.DatagramSocket(sock, timeout=None)
         server._udp_host = host
         server._udp_family = family

@@ -29,6 +29,7 @@ from typing import Any, NoReturn, TextIO
 from ..errors import SocketkitError, UnsupportedError, UsageError
 from . import bench, clients, demo, netcat, proxy, relay, servers
 from ._common import Env, add_trace_option
+from ._render import render
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -54,7 +55,7 @@ class Terminated(KeyboardInterrupt):
     """
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
+def _raise_terminated(_signum: int, _frame: object) -> None:
     raise Terminated()
 
 
@@ -127,7 +128,7 @@ def main(
             import traceback
 
             _say(env.stderr, "".join(traceback.format_exc()))
-        report_error(env.stderr, str(exc))
+        report_error(env.stderr, render(exc))
         return exc.exit_code
     except KeyboardInterrupt as exc:
         report_error(env.stderr, "interrupted")

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import TextIO
 
+from ..access import AccessList
 from ..address import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -22,7 +23,6 @@ from ..address import (
     require_unix_sockets,
 )
 from ..errors import AddressError, UsageError
-from ..relay import AccessList
 from ._flags import family_from_flags
 
 __all__ = [
@@ -409,6 +409,8 @@ def access_list(args: argparse.Namespace, *, resolve: bool = True) -> AccessList
     allow = _access_entries("--allowfile", args.allow, getattr(args, "allowfile", []))
     deny = _access_entries("--denyfile", args.deny, getattr(args, "denyfile", []))
     try:
-        return AccessList.from_strings(_resolved(allow, resolve), _resolved(deny, resolve))
+        return AccessList.from_strings(
+            _resolved(allow, resolve), _resolved(deny, resolve), names=("--allow", "--deny")
+        )
     except AddressError as exc:
         raise UsageError(str(exc)) from exc

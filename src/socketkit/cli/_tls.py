@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import ssl
-from typing import Literal
+import sys
+from typing import Literal, TextIO
 
 from ..errors import UsageError
 from ..tls import Role, TLSSettings, client_context, server_context
 
 __all__ = [
     "add_tls_arguments",
+    "client_context_warned",
     "context_from_args",
     "server_hostname_from_args",
     "settings_from_args",
@@ -110,7 +112,21 @@ def context_from_args(args: argparse.Namespace, role: Role) -> ssl.SSLContext | 
             raise UsageError(f"{extra[0]} needs --tls")
         return None
     settings = settings_from_args(args)
-    return client_context(settings) if role == "client" else server_context(settings)
+    return client_context_warned(settings) if role == "client" else server_context(settings)
+
+
+def client_context_warned(settings: TLSSettings, stderr: TextIO | None = None) -> ssl.SSLContext:
+    """The library's client context, saying on ``stderr`` when ``--insecure`` turned
+    verification off (the library leaves that to its caller)."""
+    ctx = client_context(settings)
+    if not settings.verify:
+        stream = stderr if stderr is not None else sys.stderr
+        stream.write(
+            "socketkit: warning: TLS certificate verification is off (--insecure): "
+            "anyone on the path can read and change this connection\n"
+        )
+        stream.flush()
+    return ctx
 
 
 def server_hostname_from_args(args: argparse.Namespace, host: str) -> str:

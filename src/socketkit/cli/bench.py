@@ -191,7 +191,7 @@ def _first_interrupt_ends_the_test() -> Iterator[threading.Event]:
         yield stop
         return
 
-    def on_interrupt(signum: int, frame: object) -> None:
+    def on_interrupt(_signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()

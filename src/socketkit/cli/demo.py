@@ -9,6 +9,9 @@ from ._common import Env, add_common_options
 
 __all__ = ["add_parsers"]
 
+#: Each exchange is headed by the commands that run it by hand.
+TITLES = ("TCP: tcp-server --once  <->  tcp-client", "UDP: udp-server --once  <->  udp-client")
+
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
@@ -21,5 +24,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     demo.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace, env: Env) -> int:
-    return run_demo(env.stdout)
+def run(_args: argparse.Namespace, env: Env) -> int:
+    return run_demo(env.stdout, titles=TITLES)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import IO, Any, TextIO, cast
 
 from .._sockets import connect_socket
+from ..access import AccessList
 from ..address import (
     InetEndpoint,
     UnixEndpoint,
@@ -27,7 +28,6 @@ from ..address import (
 )
 from ..errors import AddressError, ConnectError, SocketkitError, UsageError
 from ..relay import (
-    AccessList,
     CrlfEncoder,
     ExecCommand,
     HexDumper,
@@ -38,7 +38,6 @@ from ..relay import (
     run_relay,
 )
 from ..server import Limits, ServerLog
-from ..tls import client_context as tls_client_context
 from ..tls import server_context as tls_server_context
 from ._common import (
     Env,
@@ -51,7 +50,7 @@ from ._common import (
 )
 from ._flags import family_from_flags
 from ._proxy import add_proxy_client_options, proxied_address, proxy_from_openbsd_args
-from ._tls import add_tls_arguments, settings_from_args
+from ._tls import add_tls_arguments, client_context_warned, settings_from_args
 
 __all__ = ["add_parsers"]
 
@@ -296,7 +295,7 @@ def _observers(args: argparse.Namespace, env: Env) -> list[Callable[[str, bytes]
     if args.output:
         raw = _open_log_file("--output", args.output, args.append_output, text=False)
 
-        def copy(direction: str, data: bytes) -> None:
+        def copy(_direction: str, data: bytes) -> None:
             with contextlib.suppress(OSError, ValueError):
                 raw.write(data)
 
@@ -364,7 +363,7 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
         raise UsageError("--tls works over TCP only (not with -u or -U)")
     settings = settings_from_args(args)
     if role == "client":
-        opts.tls_client = tls_client_context(settings, warn=env.stderr)
+        opts.tls_client = client_context_warned(settings, env.stderr)
         opts.server_hostname = settings.server_name
     else:
         opts.tls_server = tls_server_context(settings, info=env.stderr)

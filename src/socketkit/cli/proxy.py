@@ -29,7 +29,7 @@ from ..proxy import (
     proxy_factory,
 )
 from ..relay import RelayAddress
-from ..server import Limits, ServerConfig, ServerLog, run_stream_server
+from ..server import Limits, ProtocolService, ServerConfig, ServerLog, run_stream_server
 from ._common import (
     Env,
     _add_address_options,
@@ -146,7 +146,7 @@ def credentials(text: str | None, what: str = "--auth") -> tuple[str, str] | Non
 def destination_policy(allow: list[str], deny: list[str]) -> DestinationPolicy:
     """The policy of ``--allow-dest``/``--deny-dest`` (one-line usage errors)."""
     try:
-        return DestinationPolicy.from_strings(allow, deny)
+        return DestinationPolicy.from_strings(allow, deny, names=("--allow-dest", "--deny-dest"))
     except AddressError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -178,7 +178,7 @@ def serve_proxy(
         engine: the remaining ``ServerConfig`` fields (limits, workers, ...).
     """
     config = ServerConfig(
-        endpoint=endpoint, service="proxy", protocol_factory=proxy_factory(settings), **engine
+        endpoint=endpoint, service=ProtocolService(proxy_factory(settings)), **engine
     )
     warning = open_relay_warning(endpoint.host, settings.authenticate is not None)
     if warning is not None:

@@ -27,7 +27,7 @@ from ..relay import (
     run_relay,
 )
 from ..server import Limits, ServerLog
-from ..tls import TLSSettings, client_context, server_context
+from ..tls import TLSSettings, server_context
 from ._common import (
     Env,
     access_list,
@@ -37,7 +37,7 @@ from ._common import (
     positive_float,
     positive_int,
 )
-from ._tls import add_tls_arguments, settings_from_args
+from ._tls import add_tls_arguments, client_context_warned, settings_from_args
 from .proxy import run_proxy_listener
 
 __all__ = ["add_parsers"]
@@ -158,7 +158,7 @@ def run_relay_command(args: argparse.Namespace, env: Env) -> int:
         if side.listener:
             opts.tls_server = server_context(tls_settings, info=env.stderr)
         else:
-            opts.tls_client = client_context(tls_settings, warn=env.stderr)
+            opts.tls_client = client_context_warned(tls_settings, env.stderr)
             opts.server_hostname = tls_settings.server_name
     link = LinkOptions(idle_timeout=args.wait or None)
     if args.hex_dump or args.hex_stderr:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from ..access import AccessList
 from ..errors import UsageError
-from ..relay import AccessList
+from ..framing import CODECS, codec_by_name
 from ..server import (
     SERVICES,
+    Hello,
     Limits,
     ServerConfig,
     ServerLog,
+    Service,
     run_datagram_server,
     run_stream_server,
 )
@@ -62,12 +65,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_service_options(parser: argparse.ArgumentParser, *, stream: bool) -> None:
     parser.add_argument(
-        "--service", choices=SERVICES, default="hello", help="what to serve (default hello)"
+        "--service", choices=list(SERVICES), default="hello", help="what to serve (default hello)"
     )
     if stream:
         parser.add_argument(
             "--frame",
-            choices=["raw", "line", "u32", "lecture"],
+            choices=list(CODECS),
             default=None,
             help="framing the service reads and writes (default: raw; hello: a line or what arrived)",
         )
@@ -157,6 +160,13 @@ def server_log(args: argparse.Namespace, env: Env) -> ServerLog:
     )
 
 
+def _service(args: argparse.Namespace) -> Service:
+    """The service ``--service`` names; ``--reply`` is the hello service's answer."""
+    if args.service == Hello.name:
+        return Hello(args.reply)
+    return SERVICES[args.service]()
+
+
 def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
     endpoint, family = server_endpoint(args)
     if args.max_line is not None and args.frame is None and args.service not in ("hello",):
@@ -166,10 +176,8 @@ def run_tcp_server(args: argparse.Namespace, env: Env) -> int:
     config = ServerConfig(
         endpoint=endpoint,
         family=family,
-        service=args.service,
-        frame=args.frame,
-        max_message_size=args.max_line,
-        reply=args.reply,
+        service=_service(args),
+        codec=codec_by_name(args.frame, args.max_line) if args.frame else None,
         once=args.once,
         backlog=args.backlog,
         workers=args.workers,
@@ -188,9 +196,8 @@ def run_udp_server(args: argparse.Namespace, env: Env) -> int:
     config = ServerConfig(
         endpoint=endpoint,
         family=family,
-        service=args.service,
-        max_message_size=args.max_size,
-        reply=args.reply,
+        service=_service(args),
+        max_datagram_size=args.max_size,
         once=args.once,
         summary=args.verbose or not args.once,
         accept_filter=accept_filter(args),

@@ -3,6 +3,10 @@
 See ``socketkit.framing.codecs`` for the rules each codec follows.
 """
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from ..errors import SettingError
 from ._buffer import ReceiveBuffer
 from .codecs import (
     DEFAULT_MAX_CHUNK_SIZE,
@@ -18,6 +22,7 @@ from .codecs import (
 )
 
 __all__ = [
+    "CODECS",
     "DEFAULT_MAX_CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_LECTURE_SIZE",
@@ -33,24 +38,27 @@ __all__ = [
 ]
 
 
+#: The codecs by the names the command line (``--frame``) and settings use.
+CODECS: Mapping[str, Callable[..., Codec]] = MappingProxyType(
+    {"raw": RawCodec, "line": LineCodec, "u32": LengthPrefixedCodec, "lecture": LectureCodec}
+)
+
+
 def codec_by_name(name: str, max_message_size: int | None = None) -> Codec:
-    """Build a codec from its name: ``raw``, ``line``, ``u32``, ``lecture``.
+    """Build a codec from its name in ``CODECS``: ``raw``, ``line``, ``u32``, ``lecture``.
+
+    Args:
+        name: a key of ``CODECS``.
+        max_message_size: the largest message accepted (None or 0: the codec's default).
 
     Raises:
         SettingError: an unknown name, or a size the codec does not take.
     """
-    from ..errors import SettingError
-
+    make = CODECS.get(name)
+    if make is None:
+        raise SettingError(f"unknown framing {name!r}: choose {', '.join(CODECS)}")
     try:
-        if name == "raw":
-            return RawCodec(max_message_size or DEFAULT_MAX_CHUNK_SIZE)
-        if name == "line":
-            return LineCodec(max_message_size or DEFAULT_MAX_LINE_LENGTH)
-        if name == "u32":
-            return LengthPrefixedCodec(max_message_size or DEFAULT_MAX_FRAME_SIZE)
-        if name == "lecture":
-            return LectureCodec(max_message_size or DEFAULT_MAX_LECTURE_SIZE)
+        return make(max_message_size) if max_message_size else make()
     except ValueError as exc:
         # A setting from a user (the command line's --max-line): one line, not a traceback.
         raise SettingError(f"framing {name}: {exc}") from exc
-    raise SettingError(f"unknown framing {name!r}: choose raw, line, u32 or lecture")

@@ -55,7 +55,7 @@ from ..errors import (
     ProxyProtocolError,
     ProxyRefusedError,
     ProxyTargetError,
-    UsageError,
+    SettingError,
 )
 from .tunnel import (
     NEED_DATA,
@@ -370,7 +370,7 @@ class HttpConnectClient:
         max_head_size: the longest response head accepted, in bytes.
 
     Raises:
-        UsageError: a target that cannot be written in a request line, or
+        SettingError: a target that cannot be written in a request line, or
             credentials that cannot be sent.
     """
 
@@ -386,18 +386,20 @@ class HttpConnectClient:
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
     ) -> None:
         if not 1 <= port <= 65535:
-            raise UsageError(f"target port {port} is outside 1..65535")
+            raise SettingError(f"target port {port} is outside 1..65535")
         try:
             host = str(ipaddress.ip_address(host)) if is_ip_literal(host) else _parse_host(host)
         except ValueError as exc:
-            raise UsageError(f"cannot send target {host[:60]!r} to an HTTP proxy: {exc}") from None
+            raise SettingError(
+                f"cannot send target {host[:60]!r} to an HTTP proxy: {exc}"
+            ) from None
         self.authority = format_authority(host, port)
         # RFC 7617 section 2: no colon in a user-id; no control characters in
         # either, since Digest sends them inside a quoted string.
         if username is not None and (
             ":" in username or not (username + (password or "")).isprintable()
         ):
-            raise UsageError(
+            raise SettingError(
                 "an HTTP proxy user name must not contain ':' and credentials "
                 "must not contain control characters"
             )

@@ -50,7 +50,7 @@ from ..errors import (
     ProxyProtocolError,
     ProxyRefusedError,
     ProxyTargetError,
-    UsageError,
+    SettingError,
 )
 from ._buffer import ReceiveBuffer
 from .tunnel import (
@@ -184,7 +184,7 @@ def _unspecified_is_none(host: str, port: int) -> tuple[str, int] | None:
 def _credential(value: str, what: str) -> bytes:
     raw = value.encode("utf-8")
     if not 1 <= len(raw) <= 255:
-        raise UsageError(f"SOCKS5 {what} must be 1 to 255 bytes in UTF-8 (RFC 1929)")
+        raise SettingError(f"SOCKS5 {what} must be 1 to 255 bytes in UTF-8 (RFC 1929)")
     return raw
 
 
@@ -215,7 +215,7 @@ class SocksClient:
             greeting offers username/password beside "no authentication".
 
     Raises:
-        UsageError: a target or credential this protocol cannot carry.
+        SettingError: a target or credential this protocol cannot carry.
     """
 
     def __init__(
@@ -228,9 +228,9 @@ class SocksClient:
         password: str | None = None,
     ) -> None:
         if version not in (4, 5):
-            raise UsageError(f"no SOCKS version {version}: choose 4 or 5")
+            raise SettingError(f"no SOCKS version {version}: choose 4 or 5")
         if not 1 <= port <= 65535:
-            raise UsageError(f"target port {port} is outside 1..65535")
+            raise SettingError(f"target port {port} is outside 1..65535")
         self.version = version
         self.protocol = f"SOCKS{version}"
         self._target = format_authority(host, port)
@@ -243,10 +243,10 @@ class SocksClient:
                 validate_hostname(host)
                 host.encode("ascii")
             except (ValueError, UnicodeEncodeError):
-                raise UsageError(f"cannot send target {host[:60]!r} to a SOCKS proxy") from None
+                raise SettingError(f"cannot send target {host[:60]!r} to a SOCKS proxy") from None
         if version == 4:
             if password is not None:
-                raise UsageError("SOCKS4 carries a user id, not a password (use SOCKS5)")
+                raise SettingError("SOCKS4 carries a user id, not a password (use SOCKS5)")
             self._outgoing += self._socks4_request(host, port, username or "")
             self._state = _ClientState.REPLY
         else:
@@ -265,7 +265,7 @@ class SocksClient:
     def _socks4_request(host: str, port: int, userid: str) -> bytes:
         user = userid.encode("utf-8")
         if b"\x00" in user or len(user) > _MAX_SOCKS4_FIELD:
-            raise UsageError("a SOCKS4 user id must be at most 255 bytes without NUL")
+            raise SettingError("a SOCKS4 user id must be at most 255 bytes without NUL")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -278,10 +278,10 @@ class SocksClient:
                 + b"\x00"
             )
         if address.version != 4:
-            raise UsageError(f"SOCKS4 cannot carry the IPv6 target {host} (use SOCKS5)")
+            raise SettingError(f"SOCKS4 cannot carry the IPv6 target {host} (use SOCKS5)")
         if address.packed[:3] == bytes(3):
             # 0.0.0.x is SOCKS4a's "a name follows" marker, 0.0.0.0 no address.
-            raise UsageError(f"SOCKS4 cannot carry the target {host}")
+            raise SettingError(f"SOCKS4 cannot carry the target {host}")
         return _SOCKS4_HEAD.pack(4, _CMD_CONNECT, port, address.packed) + user + b"\x00"
 
     def data_to_send(self) -> bytes:

@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from ..errors import AddressError, FramingError, UsageError
+from ..errors import AddressError, FramingError, SettingError
 
 __all__ = [
     "NEED_DATA",
@@ -231,7 +231,7 @@ def plan_target(host: str, dns: DnsPolicy) -> TargetPlan:
 
     Raises:
         AddressError: ``dns`` is ``none`` and ``host`` is a name.
-        UsageError: ``dns`` is not one of the four policies.
+        SettingError: ``dns`` is not one of the four policies.
     """
     if is_ip_literal(host):
         return _PLANS["remote"]
@@ -242,7 +242,7 @@ def plan_target(host: str, dns: DnsPolicy) -> TargetPlan:
         )
     plan = _PLANS.get(dns)
     if plan is None:
-        raise UsageError(f"unknown proxy DNS policy {dns!r}: choose local, remote, both or none")
+        raise SettingError(f"unknown proxy DNS policy {dns!r}: choose local, remote, both or none")
     return plan
 
 

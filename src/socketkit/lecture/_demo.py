@@ -96,11 +96,21 @@ def _exchange(
         raise SocketkitError(f"{server_label} did not finish within {DEMO_TIMEOUT:g} s")
 
 
-def run_demo(out: TextIO) -> int:
-    """Run the TCP then the UDP exchange; return 0 when both succeeded."""
+#: The headings of the two exchanges, in the library's words.
+DEMO_TITLES = ("TCP: server (one client)  <->  client", "UDP: server (one datagram)  <->  client")
+
+
+def run_demo(out: TextIO, *, titles: tuple[str, str] = DEMO_TITLES) -> int:
+    """Run the TCP then the UDP exchange; return 0 when both succeeded.
+
+    Args:
+        out: where both sides' lines go, labelled.
+        titles: the headings of the TCP and the UDP exchange (the command
+            line names its commands there).
+    """
     lock = threading.Lock()
     _exchange(
-        "TCP: tcp-server --once  <->  tcp-client",
+        titles[0],
         out,
         lock,
         lambda c, log, ready: run_stream_server(c, log, on_ready=ready, handle_signals=False),
@@ -109,7 +119,7 @@ def run_demo(out: TextIO) -> int:
         "tcp-client",
     )
     _exchange(
-        "UDP: udp-server --once  <->  udp-client",
+        titles[1],
         out,
         lock,
         lambda c, log, ready: run_datagram_server(c, log, on_ready=ready, handle_signals=False),

@@ -1,4 +1,4 @@
-"""Where a proxy's clients may go: ``--allow-dest`` and ``--deny-dest`` (sans-I/O).
+"""Where a proxy's clients may go: allowed and denied destinations (sans-I/O).
 
 A rule names a host part, a port part, or both::
 
@@ -7,13 +7,13 @@ A rule names a host part, a port part, or both::
     :22   :1-1023     a port, or a range of ports
     10.0.0.0/8:443    both must match; ``[::1]:22`` for IPv6
 
-Rules, as for clients (``relay._access``): a target matching any deny rule
+Rules, as for clients (``socketkit.access``): a target matching any deny rule
 is refused; when there is at least one allow rule, a target matching none
 is refused; everything else may be reached.
 
 A name is checked twice: before it is resolved (by name and port, so a
 denied name costs no lookup), and for each address it resolves to (by
-name, address and port), so that ``--deny-dest 10.0.0.0/8`` also holds
+name, address and port), so that denying ``10.0.0.0/8`` also holds
 for a name that resolves into that range. Before resolution an allow rule
 that only an address could match leaves the answer open (None) until the
 addresses are known.
@@ -145,13 +145,27 @@ def parse_destination_rule(text: str) -> DestinationRule:
 
 @dataclass(frozen=True, slots=True)
 class DestinationPolicy:
-    """Which targets a proxy may connect to. Empty lists allow every target."""
+    """Which targets a proxy may connect to. Empty lists allow every target.
+
+    Attributes:
+        allow: the rules allowed (when any is given, only these).
+        deny: the rules refused, whatever ``allow`` says.
+        names: what the reasons call the two lists (allowed, denied); the
+            command line passes its option names.
+    """
 
     allow: tuple[DestinationRule, ...] = ()
     deny: tuple[DestinationRule, ...] = ()
+    names: tuple[str, str] = ("allow", "deny")
 
     @classmethod
-    def from_strings(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> DestinationPolicy:
+    def from_strings(
+        cls,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        *,
+        names: tuple[str, str] = ("allow", "deny"),
+    ) -> DestinationPolicy:
         """The policy from rule texts.
 
         Raises:
@@ -160,6 +174,7 @@ class DestinationPolicy:
         return cls(
             tuple(parse_destination_rule(a) for a in allow),
             tuple(parse_destination_rule(d) for d in deny),
+            names,
         )
 
     @property
@@ -190,7 +205,7 @@ class DestinationPolicy:
             name = None  # the client gave an address, not a name
         for rule in self.deny:
             if rule.matches(name, ip, port):
-                return f"destination denied by --deny-dest {rule.text}"
+                return f"destination denied by {self.names[1]} {rule.text}"
         if not self.allow:
             return None
         answers = [rule.matches(name, ip, port) for rule in self.allow]
@@ -198,4 +213,4 @@ class DestinationPolicy:
             return None
         if ip is None and None in answers:
             return None  # an address range may match once the name is resolved
-        return "destination not in any --allow-dest rule"
+        return f"destination not in any {self.names[0]} rule"

@@ -101,7 +101,7 @@ class _Handshake:
         self.protocol.handshake_received(bytes(data))
 
 
-async def _no_opener(link: Link, index: int, counter: Any) -> None:  # pragma: no cover
+async def _no_opener(_link: Link, _index: int, _counter: Any) -> None:  # pragma: no cover
     raise AssertionError("a proxy opens its other side from the client's request")
 
 

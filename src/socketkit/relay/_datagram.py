@@ -24,10 +24,10 @@ import socket
 from typing import Any
 
 from .._sockets import MAX_UDP_PAYLOAD, bound_port
+from ..access import AccessList
 from ..address import format_sockaddr
 from ..errors import SocketkitError
 from ..server import ServerLog, Stats
-from ._access import AccessList
 from ._exec import ExecCommand
 from ._grammar import RelayAddress
 from ._link import Link, LinkOptions, SideProtocol

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import SettingError, UnsupportedError
 from ..server import ServerLog
 from ._link import Link, PendingSink, SideProtocol
 
@@ -48,13 +48,13 @@ class ExecCommand:
     def program(cls, text: str | Sequence[str]) -> ExecCommand:
         argv = tuple(shlex.split(text)) if isinstance(text, str) else tuple(text)
         if not argv:
-            raise UsageError("exec: empty command")
+            raise SettingError("exec: empty command")
         return cls(argv)
 
     @classmethod
     def shell_line(cls, text: str) -> ExecCommand:
         if not text.strip():
-            raise UsageError("exec: empty command")
+            raise SettingError("exec: empty command")
         if os.name == "nt":
             return cls(("cmd.exe", "/c", text), shell=True)
         return cls(("/bin/sh", "-c", text), shell=True)
@@ -64,20 +64,20 @@ class ExecCommand:
         prog = self.argv[0]
         if os.sep in prog or (os.altsep and os.altsep in prog):
             if not os.access(prog, os.X_OK):
-                raise UsageError(f"exec: cannot run {prog!r}: not an executable file")
+                raise SettingError(f"exec: cannot run {prog!r}: not an executable file")
         elif shutil.which(prog) is None:
-            raise UsageError(f"exec: cannot run {prog!r}: not found on PATH")
+            raise SettingError(f"exec: cannot run {prog!r}: not found on PATH")
 
     def start(self, **popen: Any) -> subprocess.Popen[bytes]:
         """Start the program (``popen``: its standard streams).
 
         Raises:
-            UsageError: it cannot be started.
+            SettingError: it cannot be started.
         """
         try:
             return subprocess.Popen(self.argv, close_fds=True, **popen)
         except OSError as exc:
-            raise UsageError(f"exec: cannot run {self}: {exc.strerror or exc}") from exc
+            raise SettingError(f"exec: cannot run {self}: {exc.strerror or exc}") from exc
 
     def __str__(self) -> str:
         return self.argv[-1] if self.shell else shlex.join(self.argv)
@@ -196,7 +196,8 @@ async def open_exec(
     reader = SideProtocol(link, index, "source", counter=conn)
     writer = SideProtocol(link, index, "sink", counter=conn)
     try:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         source, _ = await loop.connect_read_pipe(lambda: reader, proc.stdout)
         sink, _ = await loop.connect_write_pipe(lambda: writer, proc.stdin)
     except BaseException:
@@ -229,7 +230,7 @@ def run_exec_on_socket(command: ExecCommand, sock: socket.socket, log: ServerLog
     """``connect -e``: the program gets the connected socket; return its exit status."""
     try:
         if os.name == "nt":
-            raise UsageError(
+            raise UnsupportedError(
                 "exec on a connection needs POSIX (a socket cannot be a child's stdin)"
             )
         proc = command.start(stdin=sock.fileno(), stdout=sock.fileno(), env=ncat_environment(sock))

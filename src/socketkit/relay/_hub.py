@@ -23,8 +23,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..server import ConnectionProtocol, ServerLog
-from ..server._engine import ConnectionHost
+from ..server import ConnectionHost, ConnectionProtocol, ServerLog
 from ._link import RECEIVED, SENT, WRITE_HIGH_WATER, WRITE_LOW_WATER, LinkOptions
 from ._sides import stdio_transports
 

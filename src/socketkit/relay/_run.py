@@ -33,11 +33,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .._sockets import bind_socket, connect_socket, local_name
+from ..access import AccessList
 from ..address import InetEndpoint, UnixEndpoint, format_sockaddr
-from ..errors import UsageError
-from ..server import Limits, ServerConfig, ServerLog, StreamEngine, run, run_stream_server
+from ..errors import SettingError
+from ..server import (
+    Limits,
+    ProtocolService,
+    ServerConfig,
+    ServerLog,
+    StreamEngine,
+    run,
+    run_stream_server,
+)
 from ..server._engine import install_signal_handlers
-from ._access import AccessList
 from ._datagram import DatagramPeers, DatagramRelay
 from ._exec import ExecCommand, open_exec, run_exec_on_socket
 from ._grammar import RelayAddress
@@ -145,7 +153,7 @@ def run_relay(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySet
     if isinstance(b, RelayAddress) and b.listener and not a.listener:
         a, b = b, a
     if isinstance(b, RelayAddress) and b.listener:
-        raise UsageError("relay: only one side can listen")
+        raise SettingError("relay: only one side can listen")
     try:
         with _stop_on_sigterm():
             if not a.listener:
@@ -185,7 +193,7 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(_signum: int, _frame: object) -> None:
         raise Stopped()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -268,8 +276,9 @@ def _warn_open_to_all(
     assert endpoint is not None
     if not (settings.broker or isinstance(b, ExecCommand)) or _is_loopback(endpoint):
         return
-    what = "--broker" if settings.broker else f"exec of {b}"
-    guard = "" if settings.access.active else "; restrict it with --allow or bind 127.0.0.1"
+    what = "the broker" if settings.broker else f"exec of {b}"
+    allow = settings.access.names[0]
+    guard = "" if settings.access.active else f"; restrict it with {allow} or bind 127.0.0.1"
     settings.log.warning(f"{what} on {a} is open to every host that can reach it{guard}")
 
 
@@ -280,7 +289,7 @@ def _serve_stream(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rela
     log = settings.log
     keep_open = settings.keep_open or a.fork or settings.broker
     if a.transport == "tls" and opts.tls_server is None:
-        raise UsageError("tls-listen needs a certificate: --cert FILE or --self-signed")
+        raise SettingError("tls-listen needs a certificate", hint="certificate")
     _warn_open_to_all(a, b, settings)
     stdio = isinstance(b, RelayAddress) and b.kind == "stdio"
     hub: Hub | None = None
@@ -316,14 +325,13 @@ def _serve_stream(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rela
     config = ServerConfig(
         endpoint=endpoint,
         family=address_family(a, opts),
-        service="relay",
+        service=ProtocolService(factory),
         backlog=backlog,
         workers=settings.workers if keep_open else 1,
         limits=limits,
         summary=settings.summary and keep_open,
         accept_filter=settings.access if settings.access.active else None,
         proxy_protocol=settings.proxy_protocol,
-        protocol_factory=factory,
         # The hub's members use the engine's TLS; relayed connections their
         # own layer, which can half-close.
         ssl_context=opts.tls_server if a.transport == "tls" and hub is not None else None,
@@ -366,7 +374,9 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
     to_udp = isinstance(b, RelayAddress) and b.transport == "udp"
     to_local = isinstance(b, ExecCommand) or (isinstance(b, RelayAddress) and b.kind == "stdio")
     if keep_open and not (to_udp or to_local):
-        raise UsageError("udp-listen with fork relays to udp: addresses, standard I/O or a program")
+        raise SettingError(
+            "udp-listen with fork relays to udp: addresses, standard I/O or a program"
+        )
     sock = bind_socket(endpoint, type=socket.SOCK_DGRAM, family=address_family(a, settings.open))
     try:
         if keep_open and to_local:

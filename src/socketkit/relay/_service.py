@@ -29,8 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import SocketkitError
-from ..server import ConnectionProtocol
-from ..server._engine import ConnectionHost
+from ..server import ConnectionHost, ConnectionProtocol, ProtocolFactory
 from ._link import Link, LinkOptions, PendingSink
 from ._tls import TLSLayer, handshake_done
 
@@ -167,6 +166,6 @@ class RelayProtocol(ConnectionProtocol):
 
 def relay_factory(
     open_other: Opener, options: LinkOptions, target: str, tls: ssl.SSLContext | None = None
-) -> Callable[[ConnectionHost], ConnectionProtocol]:
+) -> ProtocolFactory:
     """The engine's protocol factory for connections relayed by ``open_other``."""
     return lambda host: RelayProtocol(host, open_other, options, target, tls)

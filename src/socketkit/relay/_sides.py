@@ -248,7 +248,8 @@ async def open_side(
     protocol = SideProtocol(link, index, counter=counter)
     timeout = opts.connect_timeout
     if addr.transport == "tls":
-        assert opts.tls_client is not None and isinstance(endpoint, InetEndpoint)
+        assert opts.tls_client is not None
+        assert isinstance(endpoint, InetEndpoint)
         hostname = addr.get("sni") or opts.server_hostname or endpoint.host or "localhost"
         layer = TLSLayer(opts.tls_client, protocol, server_side=False, server_hostname=hostname)
         await open_stream(

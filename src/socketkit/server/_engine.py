@@ -41,6 +41,7 @@ from .._mmsg import DatagramBatch
 from .._sockets import MAX_UDP_PAYLOAD, bound_port
 from ..address import format_sockaddr
 from ..errors import MessageTooLargeError
+from ..framing import Codec
 from ..tls import HANDSHAKE_TIMEOUT
 from ._log import ServerLog, Stats
 from ._services import ConnectionProtocol, Service
@@ -129,13 +130,26 @@ class ConnectionHost:
 
 
 class StreamEngine(ConnectionHost):
-    """Serves a stream service on one or more listening sockets."""
+    """Serves a stream service on one or more listening sockets.
+
+    Args:
+        listeners: bound, listening sockets (any number, any family).
+        service: what each connection gets (``socketkit.server.Echo()``...).
+        codec: the framing the service reads and writes (None: its default).
+        limits: connection limits and timeouts.
+        log: where connections are logged.
+        accept_filter: returns why an address may not connect, or None
+            (``socketkit.access.AccessList`` is one).
+        proxy_protocol: connections start with a PROXY protocol header.
+        ssl_context: serve TLS with this context.
+    """
 
     def __init__(
         self,
         listeners: list[socket.socket],
         service: Service,
         *,
+        codec: Codec | None = None,
         limits: Limits | None = None,
         log: ServerLog | None = None,
         accept_filter: Callable[[object], str | None] | None = None,
@@ -147,6 +161,7 @@ class StreamEngine(ConnectionHost):
         )
         self.listeners = listeners
         self.service = service
+        self._protocol_factory = service.protocol_factory(codec)
         self.limits = limits or Limits()
         #: TLS for every accepted connection (None: plain TCP).
         self.ssl_context = ssl_context
@@ -305,7 +320,7 @@ class StreamEngine(ConnectionHost):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        factory = self.service.protocol_factory
+        factory = self._protocol_factory
         # The address accept() gave: getpeername() fails on a connection the
         # client reset before its protocol was made, and the log needs a peer.
         peer = format_sockaddr(addr) if addr else "unix:(unnamed)"
@@ -398,10 +413,10 @@ class DatagramEngine:
         self.max_datagram_size = max_datagram_size
         self.accept_filter = accept_filter
         self._stopped: asyncio.Future[None] | None = None
-        self._show = service.name == "hello"
+        self._show = service.shows_datagrams
         # Echo with nothing to look at: the reply is the datagram itself.
         self._plain_echo = (
-            service.name == "echo"
+            service.echoes_datagrams
             and accept_filter is None
             and not self._show
             and max_datagrams is None
@@ -616,7 +631,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> Callable[[], None]:
         return undo
     previous = {sig: signal.getsignal(sig) for sig in signals}
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(_signum: int, _frame: object) -> None:
         loop.call_soon_threadsafe(stop)
 
     for sig in signals:

@@ -6,13 +6,13 @@ PROXY protocol, graceful shutdown, stats) and the same connection API as
 ``socketkit.aio`` clients (``receive_line``, ``receive_exactly``,
 ``send_all``, codecs, timeouts)::
 
-    from socketkit.server import ServerConfig, ServerLog, run_stream_server
+    from socketkit.server import HandlerService, ServerConfig, ServerLog, run_stream_server
 
     async def shout(conn):
         while (line := await conn.receive_line(max_line_length=1024)) is not None:
             await conn.send_all(line.upper() + b"\\n")
 
-    run_stream_server(ServerConfig(handler=shout), ServerLog())
+    run_stream_server(ServerConfig(service=HandlerService(shout)), ServerLog())
 
 Strategy: the engine's ``ConnectionProtocol`` keeps its bookkeeping and
 forwards the transport's callbacks to an asyncio ``StreamReaderProtocol``,
@@ -24,18 +24,19 @@ server carries on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from .._timeouts import DEFAULT_IO_TIMEOUT
 from ..aio import Connection, Handler
 from ..errors import SocketkitError
-from ._services import ConnectionProtocol
+from ..framing import Codec
+from ._services import ConnectionProtocol, ProtocolFactory, Service
 
 if TYPE_CHECKING:
     from ._engine import ConnectionHost
 
-__all__ = ["Handler", "HandlerProtocol"]
+__all__ = ["Handler", "HandlerProtocol", "HandlerService"]
 
 #: StreamReader buffer limit: reading pauses past it (backpressure).
 _READER_LIMIT = 256 * 1024
@@ -120,8 +121,22 @@ class _CountingTransport:
         return getattr(self._transport, name)
 
 
-def handler_factory(
-    handler: Handler, timeout: float | None = DEFAULT_IO_TIMEOUT
-) -> Callable[[ConnectionHost], ConnectionProtocol]:
-    """A protocol factory running ``handler`` per connection."""
-    return lambda host: HandlerProtocol(host, handler, timeout)
+class HandlerService(Service):
+    """A service that runs ``handler`` for each connection (stream servers only).
+
+    Args:
+        handler: ``async def handler(conn: socketkit.aio.Connection) -> None``.
+        timeout: each of the connection's calls times out after this many
+            seconds (None: never); the default is the library's.
+    """
+
+    name = "handler"
+
+    def __init__(self, handler: Handler, timeout: float | None = DEFAULT_IO_TIMEOUT) -> None:
+        self.handler = handler
+        self.timeout = timeout
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        # The handler frames its own messages through the connection's API.
+        handler, timeout = self.handler, self.timeout
+        return lambda host: HandlerProtocol(host, handler, timeout)

@@ -1,8 +1,10 @@
 """Running a server from its settings: bind, announce, serve, summarise.
 
 This is what ``socketkit tcp-server`` and ``udp-server`` (and the demo) call:
-the CLI only parses arguments into a ``ServerConfig``. ``workers`` > 1 hands
-over to ``_workers.run_workers``, which runs this same code in each worker.
+the CLI only parses arguments into a ``ServerConfig``, looking the service up
+in ``SERVICES`` and the framing in ``socketkit.framing.CODECS``. ``workers``
+> 1 hands over to ``_workers.run_workers``, which runs ``run_stream_server``
+(passed in, so that the two modules do not import each other) in each worker.
 """
 
 from __future__ import annotations
@@ -17,17 +19,14 @@ from typing import TypeVar
 
 from .._sockets import MAX_UDP_PAYLOAD, bind_socket, local_name
 from ..address import Endpoint, InetEndpoint, UnixEndpoint
-from ..framing import codec_by_name
+from ..framing import Codec
 from ._engine import DatagramEngine, Limits, StreamEngine, install_signal_handlers
-from ._handler import Handler, handler_factory
 from ._log import ServerLog, Stats
 from ._loop import loop_name, run
-from ._services import HELLO_REPLY, ProtocolFactory, Service
+from ._services import Hello, Service
+from ._workers import run_workers
 
 __all__ = ["ServerConfig", "run_datagram_server", "run_stream_server"]
-
-#: The lecture's UDP server answers every datagram with this.
-UDP_HELLO_REPLY = b"Message received"
 
 
 @dataclass(slots=True)
@@ -37,10 +36,12 @@ class ServerConfig:
     Attributes:
         endpoint: where to listen (host None: every interface, dual stack).
         family: AF_UNSPEC, AF_INET or AF_INET6.
-        service: a built-in service name (ignored when ``handler`` is set).
-        frame: the framing the service uses: raw, line, u32, lecture.
-        max_message_size: the largest line, frame or datagram accepted.
-        reply: the hello service's answer (default: the lecture's).
+        service: what the server does (``Hello()``, ``Echo()``, a
+            ``HandlerService`` running one's own coroutine...).
+        codec: the framing a stream service reads and writes with (None:
+            the service's default: raw bytes, or the lecture's rule for hello).
+        max_datagram_size: the largest datagram accepted (datagram servers;
+            None: the largest UDP payload).
         once: one client (TCP) or one datagram (UDP), then exit.
         backlog: listen() backlog (None: the system maximum; 5 with ``once``).
         reuse_port: share the port with other processes (SO_REUSEPORT).
@@ -49,18 +50,14 @@ class ServerConfig:
         summary: log the stats line at exit.
         accept_filter: returns why an address may not connect, or None.
         proxy_protocol: expect a PROXY protocol header on every connection.
-        handler: a coroutine serving each connection (instead of ``service``).
-        protocol_factory: makes each connection's protocol (instead of ``service``
-            and ``handler``): how the relay plugs its service into the engine.
         ssl_context: serve TLS with this context (``socketkit.tls.server_context``).
     """
 
     endpoint: Endpoint = field(default_factory=lambda: InetEndpoint(None, 8080))
     family: int = socket.AF_UNSPEC
-    service: str = "hello"
-    frame: str | None = None
-    max_message_size: int | None = None
-    reply: bytes | None = None
+    service: Service = field(default_factory=Hello)
+    codec: Codec | None = None
+    max_datagram_size: int | None = None
     once: bool = False
     backlog: int | None = None
     reuse_port: bool = False
@@ -69,21 +66,7 @@ class ServerConfig:
     summary: bool = True
     accept_filter: Callable[[object], str | None] | None = None
     proxy_protocol: bool = False
-    handler: Handler | None = None
-    protocol_factory: ProtocolFactory | None = None
     ssl_context: ssl.SSLContext | None = None
-
-    def make_service(self, *, datagram: bool) -> Service:
-        """The service these settings describe."""
-        if self.protocol_factory is not None and not datagram:
-            return Service(self.service, protocol_factory=self.protocol_factory)
-        if self.handler is not None and not datagram:
-            return Service("handler", protocol_factory=handler_factory(self.handler))
-        codec = codec_by_name(self.frame, self.max_message_size) if self.frame else None
-        default_reply = UDP_HELLO_REPLY if datagram else HELLO_REPLY
-        return Service(
-            self.service, codec, reply=self.reply if self.reply is not None else default_reply
-        )
 
 
 def _where(sock: socket.socket, endpoint: Endpoint) -> str:
@@ -109,10 +92,7 @@ def run_stream_server(
         ListenError: the address cannot be bound.
     """
     if config.workers > 1:
-        from ._workers import run_workers
-
-        return run_workers(config, log)
-    service = config.make_service(datagram=False)
+        return run_workers(config, log, run_stream_server)
     backlog = 5 if config.once and config.backlog is None else config.backlog
     sock = bind_socket(
         config.endpoint, family=config.family, backlog=backlog, reuse_port=config.reuse_port
@@ -122,7 +102,8 @@ def run_stream_server(
         limits.max_clients = 1
     engine = StreamEngine(
         [sock],
-        service,
+        config.service,
+        codec=config.codec,
         limits=limits,
         log=log,
         accept_filter=config.accept_filter,
@@ -142,7 +123,6 @@ def run_datagram_server(
     handle_signals: bool = True,
 ) -> Stats:
     """Serve a datagram (UDP or Unix datagram) service; ``once``: one datagram."""
-    service = config.make_service(datagram=True)
     sock = bind_socket(
         config.endpoint,
         type=socket.SOCK_DGRAM,
@@ -151,10 +131,10 @@ def run_datagram_server(
     )
     engine = DatagramEngine(
         sock,
-        service,
+        config.service,
         log=log,
         max_datagrams=1 if config.once else None,
-        max_datagram_size=config.max_message_size or MAX_UDP_PAYLOAD,
+        max_datagram_size=config.max_datagram_size or MAX_UDP_PAYLOAD,
         accept_filter=config.accept_filter,
     )
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from ..address import format_sockaddr
@@ -37,8 +38,16 @@ if TYPE_CHECKING:
     from ._engine import ConnectionHost
 
 __all__ = [
+    "HELLO_REPLY",
     "SERVICES",
+    "UDP_HELLO_REPLY",
+    "Chargen",
     "ConnectionProtocol",
+    "Daytime",
+    "Discard",
+    "Echo",
+    "Hello",
+    "ProtocolService",
     "Service",
     "chargen_line",
     "daytime_text",
@@ -49,7 +58,10 @@ __all__ = [
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 
+#: The lecture's TCP server answers every message with this.
 HELLO_REPLY = b"Hello from server"
+#: The lecture's UDP server answers every datagram with this.
+UDP_HELLO_REPLY = b"Message received"
 
 
 def daytime_text() -> bytes:
@@ -401,64 +413,131 @@ class DaytimeProtocol(ConnectionProtocol):
         self.close()
 
 
+#: Makes the protocol of one new connection, given the engine that runs it.
 ProtocolFactory = Callable[["ConnectionHost"], ConnectionProtocol]
 
 
 class Service:
-    """A named service: how to make a connection's protocol and answer a datagram.
+    """What a server does with its clients: the protocol of each connection and
+    the answer to each datagram.
 
-    Args:
-        name: ``hello``, ``echo``, ``discard``, ``chargen`` or ``daytime``.
-        codec: the framing the service reads and writes with (None: raw bytes;
-            ``hello`` uses the lecture's rule by default).
-        reply: the hello service's answer.
+    The engine asks a service only through these members, never by its name;
+    a service of one's own subclasses this (``HandlerService`` runs a
+    coroutine per connection).
+
+    Attributes:
+        name: what logs and the command line call it.
+        shows_datagrams: the datagram engine prints each datagram it receives
+            (the lecture's ``Received: ...``).
+        echoes_datagrams: the answer to a datagram is the datagram itself, so
+            the datagram engine may send a batch back untouched.
     """
 
-    NAMES: ClassVar[tuple[str, ...]] = ("hello", "echo", "discard", "chargen", "daytime")
+    name: ClassVar[str] = "service"
+    shows_datagrams: ClassVar[bool] = False
+    echoes_datagrams: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        name: str,
-        codec: Codec | None = None,
-        *,
-        reply: bytes = HELLO_REPLY,
-        protocol_factory: ProtocolFactory | None = None,
-    ) -> None:
-        if protocol_factory is None and name not in self.NAMES:
-            raise SocketkitError(f"unknown service {name!r}: choose {', '.join(self.NAMES)}")
-        self.name = name
-        self.codec = codec
-        self.reply = reply
-        #: Makes the protocol of each new connection (given the engine).
-        self.protocol_factory = protocol_factory or self._make_factory()
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        """Makes the protocol of each new connection, given the engine.
 
-    def _make_factory(self) -> ProtocolFactory:
-        codec = self.codec
-        if self.name == "hello":
-            hello_codec = codec or LectureCodec()
-            return lambda host: HelloProtocol(host, hello_codec, self.reply)
-        if self.name == "echo":
-            if codec is None:
-                return EchoProtocol
-            return lambda host: FramedEchoProtocol(host, codec)
-        if self.name == "discard":
-            return DiscardProtocol
-        if self.name == "chargen":
-            return ChargenProtocol
-        return DaytimeProtocol
+        Args:
+            codec: the framing to read and write with (None: the service's
+                own default; services on raw bytes ignore it).
+        """
+        raise NotImplementedError
 
     def answer_datagram(self, data: bytes) -> bytes | None:
         """The reply to one datagram (None: no reply), RFC 862-867 for UDP."""
-        name = self.name
-        if name == "echo":
-            return data
-        if name == "hello":
-            return self.reply
-        if name == "daytime":
-            return daytime_text()
-        if name == "chargen":
-            return _CHARGEN_DATAGRAM
-        return None
+        return data if self.echoes_datagrams else None
 
 
-SERVICES = Service.NAMES
+class ProtocolService(Service):
+    """A service given by its protocol factory: a relay's or a proxy's connections,
+    whose protocols are written against ``ConnectionProtocol`` elsewhere.
+
+    Args:
+        factory: makes the protocol of each connection; there is no answer
+            to datagrams (stream servers only).
+    """
+
+    name = "protocol"
+
+    def __init__(self, factory: ProtocolFactory) -> None:
+        self._factory = factory
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        return self._factory
+
+
+class Hello(Service):
+    """The lecture's exchange: print each message, answer with ``reply``.
+
+    Args:
+        reply: the answer (default: ``Hello from server`` to a connection,
+            ``Message received`` to a datagram, as the lecture's servers say).
+    """
+
+    name = "hello"
+    shows_datagrams = True
+
+    def __init__(self, reply: bytes | None = None) -> None:
+        self.reply = reply
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        hello_codec = codec or LectureCodec()
+        reply = HELLO_REPLY if self.reply is None else self.reply
+        return lambda host: HelloProtocol(host, hello_codec, reply)
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        return UDP_HELLO_REPLY if self.reply is None else self.reply
+
+
+class Echo(Service):
+    """RFC 862: every byte back (with a codec: every message, re-encoded)."""
+
+    name = "echo"
+    echoes_datagrams = True
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        if codec is None:
+            return EchoProtocol
+        return lambda host: FramedEchoProtocol(host, codec)
+
+
+class Discard(Service):
+    """RFC 863: read and drop; no answer to a datagram."""
+
+    name = "discard"
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        return DiscardProtocol
+
+
+class Chargen(Service):
+    """RFC 864: the character pattern, as fast as the client reads (512 bytes per datagram)."""
+
+    name = "chargen"
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        return ChargenProtocol
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        return _CHARGEN_DATAGRAM
+
+
+class Daytime(Service):
+    """RFC 867: the date and time as text, then close."""
+
+    name = "daytime"
+
+    def protocol_factory(self, codec: Codec | None = None) -> ProtocolFactory:
+        return DaytimeProtocol
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        return daytime_text()
+
+
+#: The built-in services by name: what ``--service`` chooses from.
+SERVICES: Mapping[str, type[Service]] = MappingProxyType(
+    {cls.name: cls for cls in (Hello, Echo, Discard, Chargen, Daytime)}
+)

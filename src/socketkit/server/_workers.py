@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,7 @@ from ._log import ServerLog, Stats
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection as Pipe
 
+    from ._engine import StreamEngine
     from ._run import ServerConfig
 
 __all__ = ["run_workers", "workers_supported"]
@@ -55,6 +56,10 @@ READY_TIMEOUT = 30.0
 
 def workers_supported() -> bool:
     """True where several processes can share one listening port."""
+    # multiprocessing is loaded here, not with the module: every command
+    # imports the server package, few of them run workers.
+    import multiprocessing
+
     return (
         hasattr(socket, "SO_REUSEPORT")
         and sys.platform.startswith(("linux", "freebsd"))
@@ -62,12 +67,19 @@ def workers_supported() -> bool:
     )
 
 
-def _worker(
-    config: ServerConfig, log: ServerLog, index: int, ready: Pipe, parent: tuple[int, int]
-) -> None:
-    from ._engine import StreamEngine
-    from ._run import run_stream_server
+#: ``run_stream_server``: what each worker runs (passed in by ``_run``, which
+#: imports this module, so that the two do not import each other).
+Serve = Callable[..., Stats]
 
+
+def _worker(
+    config: ServerConfig,
+    log: ServerLog,
+    serve: Serve,
+    index: int,
+    ready: Pipe,
+    parent: tuple[int, int],
+) -> None:
     # Forget the parent's forwarding handlers: each worker stops on its own
     # SIGTERM/SIGINT (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -90,7 +102,7 @@ def _worker(
         ready.send(index)
 
     try:
-        run_stream_server(config, log, on_ready=on_ready, announce=False)
+        serve(config, log, on_ready=on_ready, announce=False)
     except Exception as exc:
         log.warning(f"worker {index}: {exc}")
         os._exit(1)
@@ -109,16 +121,18 @@ def _unblock_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
-def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
-    """Run ``config.workers`` processes on one port; return the parent's (empty) stats."""
+def run_workers(config: ServerConfig, log: ServerLog, serve: Serve) -> Stats:
+    """Run ``config.workers`` processes on one port; return the parent's (empty) stats.
+
+    Args:
+        serve: ``run_stream_server``, run in each worker with ``workers=1``.
+    """
     if not workers_supported() or not isinstance(config.endpoint, InetEndpoint):
         log.warning(
-            f"--workers {config.workers}: several processes on one port need SO_REUSEPORT "
+            f"{config.workers} workers: several processes on one port need SO_REUSEPORT "
             "on Linux or FreeBSD and a TCP port; running one worker"
         )
-        from ._run import run_stream_server
-
-        return run_stream_server(replace(config, workers=1), log)
+        return serve(replace(config, workers=1), log)
 
     # Refuse a port another server holds (see the module docstring).
     probe = bind_socket(config.endpoint, family=config.family, listen=False)
@@ -128,18 +142,22 @@ def run_workers(config: ServerConfig, log: ServerLog) -> Stats:
     reserve = bind_socket(endpoint, family=config.family, reuse_port=True, listen=False)
     worker_config = replace(config, workers=1, reuse_port=True, endpoint=endpoint)
     parent = os.pipe()
+    import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
     procs = [
         ctx.Process(
-            target=_worker, args=(worker_config, log, i, sender, parent), name=f"worker-{i}"
+            target=_worker,
+            args=(worker_config, log, serve, i, sender, parent),
+            name=f"worker-{i}",
         )
         for i in range(config.workers)
     ]
     # Set by the signal handler (only it calls set(); is_set() takes no lock).
     stopping = threading.Event()
 
-    def forward(signum: int, frame: object) -> None:
+    def forward(_signum: int, _frame: object) -> None:
         stopping.set()
         for proc in procs:
             if proc.pid is not None and proc.exitcode is None:

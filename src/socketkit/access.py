@@ -1,17 +1,21 @@
-"""Access control: --allow and --deny, as IP addresses and CIDR ranges (sans-I/O).
+"""Access control: who may connect, as allowed and denied IP addresses and CIDR ranges.
 
-Rules, as ncat applies them: a peer in any --deny range is refused; when
-there is at least one --allow range, a peer outside all of them is refused;
+Rules, as ncat applies them: a peer in any denied range is refused; when
+there is at least one allowed range, a peer outside all of them is refused;
 everyone else is let in. IPv4-mapped IPv6 peers (``::ffff:10.0.0.1``, seen on
 a dual-stack listener) are checked as the IPv4 address they carry, so
-``--allow 10.0.0.0/8`` means the same on every listener.
+allowing ``10.0.0.0/8`` means the same on every listener.
 
 Unix-domain peers have no IP address; they are always let in (file
 permissions are their access control).
 
-``AccessList.check`` has the shape of the server engine's
+``AccessList.check`` has the shape of the server engine's and the relay's
 ``accept_filter(addr) -> str | None`` hook (None: let in; a string: the
-reason for refusing), so ``tcp-server``/``udp-server`` can use it as is.
+reason for refusing). The reason names the rule that refused, in the words
+the list was given (``names``): the command line passes its option names,
+so its log reads ``denied by --deny 10.0.0.0/8``.
+
+Sans-I/O: no socket, no clock.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import AddressError
+from .errors import AddressError
 
 __all__ = ["AccessList", "parse_network"]
 
@@ -68,17 +72,38 @@ def _peer_ip(addr: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 @dataclass(frozen=True, slots=True)
 class AccessList:
-    """Who may connect. Empty lists let everyone in."""
+    """Who may connect. Empty lists let everyone in.
+
+    Attributes:
+        allow: the ranges allowed (when any is given, only these).
+        deny: the ranges refused, whatever ``allow`` says.
+        names: what the reasons call the two lists (allowed, denied).
+    """
 
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    names: tuple[str, str] = ("allow", "deny")
 
     @classmethod
-    def from_strings(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> AccessList:
-        return cls(tuple(parse_network(a) for a in allow), tuple(parse_network(d) for d in deny))
+    def from_strings(
+        cls,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        *,
+        names: tuple[str, str] = ("allow", "deny"),
+    ) -> AccessList:
+        """The list from address texts (see ``parse_network``).
+
+        Raises:
+            AddressError: an address or range that does not parse.
+        """
+        return cls(
+            tuple(parse_network(a) for a in allow), tuple(parse_network(d) for d in deny), names
+        )
 
     @property
     def active(self) -> bool:
+        """True when the list can refuse anyone."""
         return bool(self.allow or self.deny)
 
     def check(self, addr: object) -> str | None:
@@ -88,11 +113,12 @@ class AccessList:
         ip = _peer_ip(addr)
         if ip is None:
             return None
+        allow_name, deny_name = self.names
         for net in self.deny:
             if ip.version == net.version and ip in net:
-                return f"denied by --deny {net}"
+                return f"denied by {deny_name} {net}"
         if self.allow and not any(ip.version == n.version and ip in n for n in self.allow):
-            return "not in any --allow range"
+            return f"not in any {allow_name} range"
         return None
 
     __call__ = check
