@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from relaysupport import LOOPBACK_TIMEOUT, recv_all, run, running, sha, sk
+from relaysupport import LOOPBACK_TIMEOUT, Proc, recv_all, run, running, sha, sk
 
 PAYLOAD = os.urandom(1 << 20)
 
@@ -46,15 +46,20 @@ def test_zero_probe_of_a_closed_range_is_the_one_error_line() -> None:
     assert err == f"socketkit: error: no port open on 127.0.0.1 in {port}-{port + 1}\n"
 
 
+def _one_client_session(lst: Proc, data: bytes) -> None:
+    """Send ``data`` to the listener and end the stream: the listener (whose
+    input is empty) ends the session and exits 0 with ``data`` on its output."""
+    with socket.create_connection(("127.0.0.1", lst.port()), timeout=LOOPBACK_TIMEOUT) as c:
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        assert recv_all(c) == b""
+    assert lst.wait() == 0, lst.err_text
+    assert lst.out == data
+
+
 def test_nc_lvnp_the_most_typed_listener_line() -> None:
     with running(sk("nc", "-lvnp", "0")) as lst:
-        port = lst.port()
-        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
-            c.sendall(b"over -lvnp\n")
-            c.shutdown(socket.SHUT_WR)
-            assert recv_all(c) == b""
-        assert lst.wait() == 0, lst.err_text
-        assert lst.out == b"over -lvnp\n"
+        _one_client_session(lst, b"over -lvnp\n")
 
 
 @pytest.mark.parametrize(
@@ -131,13 +136,7 @@ def test_allowfile_denyfile_and_host_names(tmp_path: Path) -> None:
     allow = tmp_path / "allow.txt"
     allow.write_text("localhost\n")
     with running(sk("nc", "-lv", "--allowfile", str(allow), "127.0.0.1", "0")) as lst:
-        port = lst.port()
-        with socket.create_connection(("127.0.0.1", port), timeout=LOOPBACK_TIMEOUT) as c:
-            c.sendall(b"let in by name\n")
-            c.shutdown(socket.SHUT_WR)
-            assert recv_all(c) == b""
-        assert lst.wait() == 0, lst.err_text
-        assert lst.out == b"let in by name\n"
+        _one_client_session(lst, b"let in by name\n")
 
 
 def test_missing_allowfile_is_one_line() -> None:
@@ -148,7 +147,12 @@ def test_missing_allowfile_is_one_line() -> None:
     assert err.count("\n") == 1, err
 
 
-def test_source_address_and_port_when_connecting() -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [["nc", "-s", "127.0.0.1", "-p", "{port}"], ["connect", "--source-port", "{port}"]],
+    ids=["nc -s -p", "connect --source-port"],
+)
+def test_source_address_and_port_when_connecting(flags: list[str]) -> None:
     with socket.socket() as srv, socket.socket() as probe:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
@@ -156,8 +160,8 @@ def test_source_address_and_port_when_connecting() -> None:
         probe.bind(("127.0.0.1", 0))
         source_port = probe.getsockname()[1]
         probe.close()  # free again: the client binds it
-        argv = ["nc", "-s", "127.0.0.1", "-p", str(source_port), "127.0.0.1", str(port)]
-        with running(sk(*argv)):
+        argv = [f.format(port=source_port) for f in flags]
+        with running(sk(*argv, "127.0.0.1", str(port))):
             srv.settimeout(LOOPBACK_TIMEOUT)
             conn, peer = srv.accept()
             conn.close()
@@ -376,18 +380,3 @@ def test_hex_dump_file_starts_empty_unless_appending(tmp_path: Path) -> None:
         port = lst.port()
         assert run(sk("connect", "--hex-dump", str(dump), "127.0.0.1", str(port)), b"Hi\n")
     assert dump.read_text().count("> 00000000") == 1
-
-
-def test_connect_source_port_long_option() -> None:
-    with socket.socket() as srv, socket.socket() as probe:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen()
-        port = srv.getsockname()[1]
-        probe.bind(("127.0.0.1", 0))
-        source_port = probe.getsockname()[1]
-        probe.close()
-        with running(sk("connect", "--source-port", str(source_port), "127.0.0.1", str(port))):
-            srv.settimeout(LOOPBACK_TIMEOUT)
-            conn, peer = srv.accept()
-            conn.close()
-        assert peer[1] == source_port
