@@ -289,7 +289,7 @@ class Connecting:
         raise connecting.failure()
     """
 
-    __slots__ = ("_endpoint", "_family", "_last", "_timeout", "_type")
+    __slots__ = ("_endpoint", "_family", "_last", "_source", "_timeout", "_type")
 
     def __init__(
         self,
@@ -298,11 +298,15 @@ class Connecting:
         type: int = socket.SOCK_STREAM,
         family: int = socket.AF_UNSPEC,
         timeout: float | None = None,
+        source: tuple[str | None, int] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._type = type
         self._family = family
         self._timeout = timeout
+        #: (address or None for any, port or 0) to bind before connecting
+        #: (netcat's ``-s``/``-p``); an IP socket only.
+        self._source = source
         self._last: SocketkitError | None = None
 
     @property
@@ -344,6 +348,8 @@ class Connecting:
             sock = _new_socket(attempt.family, attempt.type, attempt.proto)
         except OSError as exc:
             raise translate_os_error(exc, phase="connect", where=str(self._endpoint)) from exc
+        if self._source is not None and attempt.family in (socket.AF_INET, socket.AF_INET6):
+            self._bind_source(sock, attempt.family)
         try:
             if (
                 attempt.family == getattr(socket, "AF_UNIX", None)
@@ -357,6 +363,29 @@ class Connecting:
         except BaseException:
             sock.close()
             raise
+
+    def _bind_source(self, sock: socket.socket, family: int) -> None:
+        """Bind the source address and port; a failure there ends the connect (it
+        would fail the same way at every address).
+
+        Raises:
+            SocketkitError: the address is not local, or the port is taken (errno kept).
+        """
+        assert self._source is not None
+        host, port = self._source
+        if host is None:
+            host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        try:
+            if port:
+                # A source port reused right after an earlier connection from it
+                # (TIME_WAIT) binds again, as netcat allows.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise translate_os_error(
+                exc, phase="bind", where=f"source address {format_sockaddr((host, port))}"
+            ) from exc
 
     def connected(self, attempt: ConnectAttempt, sock: socket.socket) -> socket.socket:
         """Options set once ``attempt`` has connected; returns ``sock``."""
@@ -380,8 +409,10 @@ def connect_socket(
     type: int = socket.SOCK_STREAM,
     family: int = socket.AF_UNSPEC,
     timeout: float | None = None,
+    source: tuple[str | None, int] | None = None,
 ) -> socket.socket:
-    """Create a socket connected to ``endpoint``, trying each resolved address.
+    """Create a socket connected to ``endpoint``, trying each resolved address
+    (from the local ``source`` address and port, when given).
 
     For SOCK_DGRAM, "connected" fixes the peer address so ``send``/``recv``
     work and ICMP errors (port unreachable) are reported.
@@ -391,7 +422,7 @@ def connect_socket(
         SocketTimeoutError: no answer within ``timeout`` seconds.
         AddressError: the host does not resolve.
     """
-    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout)
+    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout, source=source)
     for attempt in connecting.attempts():
         with connecting.trying(attempt) as sock:
             sock.settimeout(timeout)

@@ -141,8 +141,11 @@ def test_connect_to_a_live_server(closed: str) -> None:
         ("tcp-server", "--once"),
         ("udp-server", "--once"),
         ("listen", "--recv-only"),
+        ("listen",),
+        ("nc", "-l"),
+        ("listen", "-e", "cat"),
     ],
-    ids=["tcp-server", "udp-server", "listen"],
+    ids=["tcp-server", "udp-server", "listen", "listen-stdio", "nc-l", "listen-exec"],
 )
 def test_servers(closed: str, args: tuple[str, ...]) -> None:
     port = free_port()
@@ -152,7 +155,12 @@ def test_servers(closed: str, args: tuple[str, ...]) -> None:
             assert _exchange_udp(port) == b"Message received"
         else:
             reply = _exchange_tcp(port, b"Hello from client")
-            assert reply == (b"Hello from server" if args[0] == "tcp-server" else b"")
+            expected = b""  # listen's standard input is empty (the null device)
+            if args[0] == "tcp-server":
+                expected = b"Hello from server"
+            elif "-e" in args:
+                expected = b"Hello from client"  # cat's echo
+            assert reply == expected
     finally:
         rc, text = _finish(proc)
     assert rc == 0, text

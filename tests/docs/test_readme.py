@@ -108,9 +108,9 @@ def _kind(line: str) -> str:
         return "background"
     words = line.split()
     command = words[1]
-    if command in ("tcp-server", "udp-server", "listen", "proxy") or (
-        command == "nc" and "-l" in words
-    ):
+    # nc listens with -l, alone or among other short flags (-lvnp).
+    listens = any(w.startswith("-") and not w.startswith("--") and "l" in w for w in words[2:])
+    if command in ("tcp-server", "udp-server", "listen", "proxy") or (command == "nc" and listens):
         return "server"
     if command == "relay" and "-listen:" in line:
         return "server"

@@ -149,6 +149,11 @@ def _commands(tcp: int, udp: int) -> dict[str, list[str]]:
         "connect": ["connect", "-w", "5", "127.0.0.1", str(tcp)],
         "listen": ["listen", "-p", "0"],
         "nc -l": ["nc", "-l", "-p", "0"],
+        "listen -k": ["listen", "-k", "-p", "0"],
+        "listen --broker": ["listen", "--broker", "127.0.0.1", "0"],
+        "listen -e": ["listen", "127.0.0.1", "0", "-e", "cat"],
+        "nc -lu": ["nc", "-lu", "-p", "0"],
+        "nc -luk -e": ["nc", "-luk", "-p", "0", "-e", "cat"],
         "bench server": ["bench", "server", "-p", "0"],
         "relay": ["relay", "tcp-listen:0", f"tcp:127.0.0.1:{tcp}"],
     }

@@ -185,8 +185,6 @@ def _run_traced(args: argparse.Namespace, env: Env) -> int:
     """Run the command with every socket call printed on standard error."""
     from ..trace import tracing
 
-    if hasattr(args, "splice"):
-        args.splice = False  # splice(2) moves data where no traced call sees it
     with tracing(env.stderr):
         code: int = args.run(args, env)
     return code

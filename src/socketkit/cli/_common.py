@@ -34,8 +34,10 @@ __all__ = [
     "add_server_options",
     "add_trace_option",
     "client_endpoint",
+    "is_ip_address",
     "message_bytes",
     "nonnegative_float",
+    "nonnegative_int",
     "port_number",
     "positive_int",
     "server_endpoint",
@@ -290,7 +292,7 @@ def split_host(text: str) -> tuple[str, int | None]:
                 raise UsageError(f"invalid host {text!r}: expected HOST:PORT")
             return host, parse_port(port)
         head, colon, tail = text.rpartition(":")
-        if colon and tail.isdigit() and _is_ip_address(head):
+        if colon and tail.isdigit() and is_ip_address(head):
             raise UsageError(
                 f"ambiguous host {text!r}: write [{head}]:{tail} for port {tail} "
                 f"of {head}, or [{text}] for the address {text}"
@@ -300,7 +302,7 @@ def split_host(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def _is_ip_address(text: str) -> bool:
+def is_ip_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -331,22 +333,84 @@ def client_endpoint(args: argparse.Namespace) -> tuple[Endpoint, int]:
 
 
 def add_access_options(parser: argparse.ArgumentParser) -> None:
-    """``--allow`` and ``--deny``: addresses and CIDR ranges, repeatable."""
+    """``--allow``/``--deny`` (repeatable) and ``--allowfile``/``--denyfile``."""
     parser.add_argument(
-        "--allow", action="append", default=[], metavar="ADDR[/BITS]", help="allow only these"
+        "--allow",
+        action="append",
+        default=[],
+        metavar="HOST[/BITS]",
+        help="allow only these (addresses, CIDR ranges, host names)",
     )
     parser.add_argument(
-        "--deny", action="append", default=[], metavar="ADDR[/BITS]", help="refuse these"
+        "--deny", action="append", default=[], metavar="HOST[/BITS]", help="refuse these"
+    )
+    parser.add_argument(
+        "--allowfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="allow the hosts listed in FILE (one a line; # starts a comment)",
+    )
+    parser.add_argument(
+        "--denyfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="refuse the hosts listed in FILE",
     )
 
 
-def access_list(args: argparse.Namespace) -> AccessList:
-    """The access list ``--allow``/``--deny`` describe (empty when neither is given).
+def _access_entries(option: str, given: list[str], files: list[str]) -> list[str]:
+    """The entries of ``--allow`` (or ``--deny``) and of the files of ``--allowfile``."""
+    entries = list(given)
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+            raise UsageError(f"{option}: cannot read {path}: {why}") from exc
+        for line in lines:
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                entries.append(entry)
+    return entries
+
+
+def _resolved(entries: list[str], resolve: bool) -> list[str]:
+    """Host names replaced by their addresses (as ncat does, once, at start-up)."""
+    out: list[str] = []
+    for entry in entries:
+        host = entry.rsplit("/", 1)[0] if "/" in entry else entry
+        if is_ip_address(host.strip("[]")) or host.startswith("["):
+            out.append(entry)
+            continue
+        if not resolve:
+            raise UsageError(f"-n: {entry!r} is a host name (numeric addresses only)")
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"cannot resolve {host!r} in --allow/--deny") from exc
+        bits = entry[len(host) :]
+        out.extend(f"{info[4][0]}{bits}" for info in infos)
+    return out
+
+
+def access_list(args: argparse.Namespace, *, resolve: bool = True) -> AccessList:
+    """The access list ``--allow``/``--deny`` and their files describe (empty when none is given).
+
+    Args:
+        resolve: look host names up (False with ``-n``: names are refused).
 
     Raises:
-        UsageError: an address or range that does not parse.
+        UsageError: a file that cannot be read, a name that does not resolve,
+            an address or range that does not parse.
     """
+    allow = _access_entries("--allowfile", args.allow, getattr(args, "allowfile", []))
+    deny = _access_entries("--denyfile", args.deny, getattr(args, "denyfile", []))
     try:
-        return AccessList.from_strings(args.allow, args.deny, names=("--allow", "--deny"))
+        return AccessList.from_strings(
+            _resolved(allow, resolve), _resolved(deny, resolve), names=("--allow", "--deny")
+        )
     except AddressError as exc:
         raise UsageError(str(exc)) from exc

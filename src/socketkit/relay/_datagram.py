@@ -1,4 +1,5 @@
-"""UDP relays: ``udp-listen:P,fork udp:H:Q`` gives each client address its own upstream.
+"""UDP relays: ``udp-listen:P,fork udp:H:Q`` gives each client address its own upstream;
+``listen -u -k`` serves every peer to standard I/O or a program each (``DatagramPeers``).
 
 As socat's fork does for UDP: the first datagram from a new client
 address opens a connected UDP socket to the target for that client; what
@@ -22,15 +23,17 @@ import contextlib
 import socket
 from typing import Any
 
-from .._sockets import bound_port
+from .._sockets import MAX_UDP_PAYLOAD, bound_port
 from ..access import AccessList
 from ..address import format_sockaddr
 from ..errors import SocketkitError
 from ..server import ServerLog, Stats
+from ._exec import ExecCommand
 from ._grammar import RelayAddress
+from ._link import Link, LinkOptions, SideProtocol
 from ._sides import OpenOptions, address_family, connect_stream
 
-__all__ = ["DatagramRelay"]
+__all__ = ["DatagramPeers", "DatagramRelay"]
 
 #: Datagrams handled per wake-up before other work gets a turn.
 DATAGRAM_BATCH = 256
@@ -74,7 +77,83 @@ class _Client(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class DatagramRelay:
+class _BoundDatagrams:
+    """A bound UDP socket drained by a reader callback until ``stop()``: the
+    loop both UDP relays share. Subclasses say what a datagram from an
+    address does (``_received``), and what starts and ends with serving."""
+
+    def __init__(self, sock: socket.socket, *, log: ServerLog, access: AccessList) -> None:
+        self.sock = sock
+        self.log = log
+        self.access = access
+        self.stats = Stats()
+        self._stopped: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int | None:
+        return bound_port(self.sock)
+
+    async def serve(self) -> Stats:
+        loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        self.sock.setblocking(False)
+        await self._starting()
+        loop.add_reader(self.sock.fileno(), self._readable)
+        try:
+            await self._stopped
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(self.sock.fileno())
+            self._ending()
+        return self.stats
+
+    def stop(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def _starting(self) -> None:
+        """Before the first datagram is read."""
+
+    def _ending(self) -> None:
+        """Once serving stopped: close what the peers had."""
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        raise NotImplementedError
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        stats = self.stats
+        received = self._received
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                stats.errors += 1
+                self.log.event(f"recvfrom: {exc}", "error", True)
+                continue
+            stats.datagrams_in += 1
+            stats.bytes_in += len(data)
+            received(data, addr)
+
+    def _admitted(self, addr: Any) -> bool:
+        """Whether a new peer may talk to us (refusals are counted and logged)."""
+        refusal = self.access.check(addr)
+        if refusal is None:
+            return True
+        self.stats.refused += 1
+        self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+        return False
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class DatagramRelay(_BoundDatagrams):
     """A bound UDP socket relaying each client address to its own upstream socket."""
 
     def __init__(
@@ -87,69 +166,33 @@ class DatagramRelay:
         access: AccessList,
         idle_timeout: float,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, log=log, access=access)
         self.target = target
         self.opts = opts
-        self.log = log
-        self.access = access
         self.idle_timeout = idle_timeout
-        self.stats = Stats()
         self.clients: dict[Any, _Client] = {}
-        self._stopped: asyncio.Future[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def port(self) -> int | None:
-        return bound_port(self.sock)
+    async def _starting(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
-    async def serve(self) -> Stats:
-        loop = asyncio.get_running_loop()
-        self._stopped = loop.create_future()
-        self.sock.setblocking(False)
-        loop.add_reader(self.sock.fileno(), self._readable)
-        sweeper = loop.create_task(self._sweep())
-        try:
-            await self._stopped
-        finally:
-            sweeper.cancel()
-            with contextlib.suppress(OSError, ValueError):
-                loop.remove_reader(self.sock.fileno())
-            for client in list(self.clients.values()):
-                client.close()
-            self.clients.clear()
-        return self.stats
+    def _ending(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for client in list(self.clients.values()):
+            client.close()
+        self.clients.clear()
 
-    def stop(self) -> None:
-        if self._stopped is not None and not self._stopped.done():
-            self._stopped.set_result(None)
-
-    def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
-        clients = self.clients
-        stats = self.stats
-        for _ in range(DATAGRAM_BATCH):
-            try:
-                data, addr = recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                stats.errors += 1
-                self.log.event(f"recvfrom: {exc}", "error", True)
-                continue
-            stats.datagrams_in += 1
-            stats.bytes_in += len(data)
-            client = clients.get(addr)
+    def _received(self, data: bytes, addr: Any) -> None:
+        client = self.clients.get(addr)
+        if client is None:
+            client = self._new_client(addr)
             if client is None:
-                client = self._new_client(addr)
-                if client is None:
-                    continue
-            client.send(data)
+                return
+        client.send(data)
 
     def _new_client(self, addr: Any) -> _Client | None:
-        refusal = self.access.check(addr)
-        if refusal is not None:
-            self.stats.refused += 1
-            self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
+        if not self._admitted(addr):
             return None
         client = _Client(self, addr)
         self.clients[addr] = client
@@ -157,9 +200,7 @@ class DatagramRelay:
         self.stats.active += 1
         self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
         self.log.event(f"{client.peer}: connected", "connected", True, peer=client.peer)
-        task = asyncio.get_running_loop().create_task(self._open(client))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._open(client))
         return client
 
     async def _open(self, client: _Client) -> None:
@@ -213,3 +254,155 @@ class DatagramRelay:
                     idle.append(client)
             for client in idle:
                 self._forget(client, None)
+
+
+# ------------------------------------------------- -k to standard I/O or a program
+
+
+class _PeerFeed(SideProtocol):
+    """Side 0 of a link whose bytes come from datagrams the listener hands on."""
+
+    __slots__ = ()
+
+
+class _PeerSink:
+    """The UDP peer(s) a link writes to: each chunk goes out of the listening
+    socket (cut into datagrams), so peers see replies from the address they
+    talked to. ``peers``: one address, or the listener's table of all of them."""
+
+    __slots__ = ("closed", "on_close", "peers", "sock")
+
+    def __init__(self, sock: socket.socket, peers: Any, on_close: Any = None) -> None:
+        self.sock = sock
+        self.peers = peers
+        self.on_close = on_close
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        view = memoryview(data)
+        targets = list(self.peers) if isinstance(self.peers, dict) else [self.peers]
+        for start in range(0, len(view), MAX_UDP_PAYLOAD):
+            chunk = view[start : start + MAX_UDP_PAYLOAD]
+            for addr in targets:
+                # Full socket buffer or a peer gone: UDP may drop, so do we.
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(chunk, addr)
+
+    def write_eof(self) -> None:
+        """UDP has no end of stream."""
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.on_close is not None:
+                asyncio.get_running_loop().call_soon(self.on_close)
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """As a transport's: the listening socket, and the one peer (if one)."""
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            with contextlib.suppress(OSError):
+                return self.sock.getsockname()
+        if name == "peername" and not isinstance(self.peers, dict):
+            return self.peers
+        return default
+
+
+class DatagramPeers(_BoundDatagrams):
+    """``listen -u -k``: every peer of a bound UDP socket, to standard I/O or a program.
+
+    To standard I/O (one link for all): what any admitted peer sends goes to
+    standard output, what standard input gives goes to every peer heard from
+    so far. To a program (``-e``/``-c``, as ncat): each new peer address gets
+    a program of its own, through pipes; it lives until it exits (or ``-i``).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        other: Any,
+        *,
+        log: ServerLog,
+        access: AccessList,
+        options: LinkOptions,
+        open_other: Any,
+    ) -> None:
+        super().__init__(sock, log=log, access=access)
+        self.other = other
+        self.options = options
+        #: Opens side 1 of a link: (link, index) -> attached.
+        self.open_other = open_other
+        self.per_peer = isinstance(other, ExecCommand)
+        self.links: dict[Any, Link] = {}
+        self.peers: dict[Any, None] = {}  # insertion-ordered set
+        self._shared: tuple[Link, _PeerFeed] | None = None
+
+    async def _starting(self) -> None:
+        if not self.per_peer:
+            link = Link(self.options, names=("udp peers", "stdio"))
+            feed = _PeerFeed(link, 0)
+            link.attach(0, None, _PeerSink(self.sock, self.peers), feed)
+            self._shared = (link, feed)
+            await self.open_other(link, 1)
+
+    def _ending(self) -> None:
+        links = list(self.links.values())
+        if self._shared is not None:
+            links.append(self._shared[0])
+        for link in links:
+            link.finish("terminated")
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        if addr not in self.peers and not self._admit(addr):
+            return
+        if not data:
+            return  # an empty datagram is no end of stream
+        if self._shared is not None:
+            self._shared[1].data_received(data)
+        elif addr in self.links:
+            self.links[addr].sides[0].feeds.data_received(data)
+
+    def _admit(self, addr: Any) -> bool:
+        if not self._admitted(addr):
+            return False
+        peer = format_sockaddr(addr)
+        self.peers[addr] = None
+        self.stats.connections += 1
+        self.log.event(f"{peer}: connected", "connected", True, peer=peer)
+        if self.per_peer:
+            self._start_link(addr, peer)
+        return True
+
+    def _start_link(self, addr: Any, peer: str) -> None:
+        link = Link(self.options, names=(peer, str(self.other)))
+        self.links[addr] = link
+        self.stats.active += 1
+        self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
+        sink = _PeerSink(self.sock, addr, on_close=lambda: link.finish("closed"))
+        link.attach(0, None, sink, _PeerFeed(link, 0))
+        self._spawn(self._run_link(addr, peer, link))
+
+    async def _run_link(self, addr: Any, peer: str, link: Link) -> None:
+        try:
+            await self.open_other(link, 1)
+            result = await link.wait()
+            reason = str(result.error) if result.error is not None else None
+            self.log.closed(peer, reason, result.received, result.sent)
+        except SocketkitError as exc:
+            self.stats.errors += 1
+            link.abort(str(exc))
+            self.log.closed(peer, str(exc), 0, 0)
+        finally:
+            # The next datagram from this address starts a new program.
+            if self.links.get(addr) is link:
+                del self.links[addr]
+                del self.peers[addr]
+                self.stats.active -= 1

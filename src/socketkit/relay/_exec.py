@@ -6,9 +6,11 @@ the peer with no copy through us. For an accepted connection the engine's
 transport keeps its descriptor, paused, until the program exits, so the
 connection counts against ``--max-conns`` while the program runs and ends
 (FIN) when it exits. Where a socket cannot be a child's standard input
-(Windows), the connection is TLS (the program would see ciphertext), or the
-loop has already read the client's first bytes, the program gets pipes and
-a link copies between them and the connection.
+(Windows), the connection is TLS (the program would see ciphertext), the
+link must see the bytes (``--crlf``, the hex dump, ``-o``), or the loop has
+already read the client's first bytes, the program gets pipes and a link
+copies between them and the connection. Either way the program finds the
+two addresses in ncat's ``NCAT_*`` environment variables.
 
 Every child is waited for without a thread where the platform allows
 (Linux: a pidfd the loop watches), else in the loop's executor; its exit
@@ -116,9 +118,44 @@ def log_exit(log: ServerLog, command: ExecCommand, peer: str, status: int) -> No
     )
 
 
-def _handover_fd(conn: Any) -> int | None:
+def ncat_environment(conn: Any) -> dict[str, str]:
+    """The environment of a program run on a connection: ours plus ncat's
+    ``NCAT_REMOTE_ADDR``, ``NCAT_REMOTE_PORT``, ``NCAT_LOCAL_ADDR``,
+    ``NCAT_LOCAL_PORT`` and ``NCAT_PROTO`` (TCP or UDP), so that scripts
+    written for ``ncat -e`` run unchanged.
+
+    Args:
+        conn: the connection, as a socket or as a transport (``get_extra_info``:
+            socket, sockname, peername). The variables are set for IP only.
+    """
+    env = dict(os.environ)
+    local: Any = None
+    remote: Any = None
+    if isinstance(conn, socket.socket):
+        sock: Any = conn
+        with contextlib.suppress(OSError):
+            local, remote = conn.getsockname(), conn.getpeername()
+    elif hasattr(conn, "get_extra_info"):
+        sock = conn.get_extra_info("socket")
+        local, remote = conn.get_extra_info("sockname"), conn.get_extra_info("peername")
+    else:
+        return env
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return env
+    if isinstance(remote, tuple):
+        env["NCAT_REMOTE_ADDR"], env["NCAT_REMOTE_PORT"] = remote[0], str(remote[1])
+    if isinstance(local, tuple):
+        env["NCAT_LOCAL_ADDR"], env["NCAT_LOCAL_PORT"] = local[0], str(local[1])
+    env["NCAT_PROTO"] = "UDP" if sock.type == socket.SOCK_DGRAM else "TCP"
+    return env
+
+
+def _handover_fd(conn: Any, link: Link) -> int | None:
     """The accepted connection's descriptor, when the program can have it as stdin/stdout."""
     if os.name == "nt" or conn is None or conn.transport is None:
+        return None
+    if link.options.transform is not None or link.options.observer is not None:
+        # --crlf, the hex dump and -o see every byte: the program gets pipes.
         return None
     transport = conn.transport
     if transport.get_extra_info("ssl_object") is not None:
@@ -138,10 +175,12 @@ async def open_exec(
 ) -> None:
     """Run ``command`` as side ``index`` of ``link`` until it exits (see the module doc)."""
     peer = link.sides[1 - index].name
-    fd = _handover_fd(conn)
+    fd = _handover_fd(conn, link)
+    other = link.sides[1 - index]
+    env = ncat_environment(other.source if other.source is not None else other.sink)
     if fd is not None:
         os.set_blocking(fd, True)  # the program expects a blocking stdin and stdout
-        proc = command.start(stdin=fd, stdout=fd)
+        proc = command.start(stdin=fd, stdout=fd, env=env)
         log.event(f"exec: started {command} (pid {proc.pid}) for {peer}", "exec", True)
         try:
             status = await wait_exit(proc)
@@ -151,7 +190,7 @@ async def open_exec(
         log_exit(log, command, peer, status)
         link.finish("closed")
         return
-    proc = command.start(stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    proc = command.start(stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env)
     log.event(f"exec: started {command} (pid {proc.pid}, through pipes) for {peer}", "exec", True)
     loop = asyncio.get_running_loop()
     reader = SideProtocol(link, index, "source", counter=conn)
@@ -194,7 +233,7 @@ def run_exec_on_socket(command: ExecCommand, sock: socket.socket, log: ServerLog
             raise UnsupportedError(
                 "exec on a connection needs POSIX (a socket cannot be a child's stdin)"
             )
-        proc = command.start(stdin=sock.fileno(), stdout=sock.fileno())
+        proc = command.start(stdin=sock.fileno(), stdout=sock.fileno(), env=ncat_environment(sock))
     finally:
         sock.close()  # the child holds the connection now
     log.event(f"exec: started {command} (pid {proc.pid}) for {peer}", "exec", True)

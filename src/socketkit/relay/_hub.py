@@ -3,7 +3,10 @@
 Without ``broker``: what clients send goes to standard output, what
 standard input gives goes to every client (ncat -l -k); end of standard
 input half-closes every client. With ``broker``: what a client sends goes
-to every *other* client, and standard I/O is not used.
+to every *other* client and to standard output, and standard input goes to
+every client, as with ncat (the listener takes part in the chat); end of
+standard input only stops reading it, the chat goes on. ``--send-only``
+keeps standard output out, ``--recv-only`` standard input.
 
 Flow control is shared: while any destination (a client, or standard
 output) is above its high-water mark, every source (the clients and
@@ -11,8 +14,7 @@ standard input) is paused, so one slow member holds the others back
 instead of making the hub buffer without bound.
 
 The hub keeps its sources and destinations as sets of transports, so
-standard I/O as a member (the listener's own stdio in broker mode) is one
-more source and one more destination.
+standard I/O as a member is one more source and one more destination.
 """
 
 from __future__ import annotations
@@ -42,12 +44,10 @@ class Hub:
         self._stdin_ended = False
         # What clients sent before standard output was open (the first
         # client may come while it is being opened).
-        self._early: list[bytes] | None = [] if not broker else None
+        self._early: list[bytes] | None = []
 
     async def start(self) -> None:
-        """Open standard I/O (not in broker mode)."""
-        if self.broker:
-            return
+        """Open standard I/O."""
         stdio = _StdioProtocol(self)
         read = self.options.a_to_b
         self._stdin, self._stdout, _ = await stdio_transports(stdio, stdio, read=read)
@@ -71,7 +71,7 @@ class Hub:
                 if other is not member and other.transport is not None:
                     other.bytes_out += len(data)
                     other.transport.write(data)
-        elif self.options.b_to_a:
+        if self.options.b_to_a:
             if self._early is not None:
                 self._early.append(data)
             elif self._stdout is not None:
@@ -89,6 +89,8 @@ class Hub:
 
     def stdin_ended(self) -> None:
         self._stdin_ended = True
+        if self.broker:
+            return  # the clients' chat goes on
         for member in self.members:
             if member.transport is not None and member.transport.can_write_eof():
                 member.transport.write_eof()

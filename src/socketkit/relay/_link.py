@@ -19,7 +19,8 @@ whatever the speeds; TCP's own flow control then pushes back on the sender.
 
 End of stream: when a source ends, the link half-closes the other sink
 (``write_eof``; a pipe closes) and the other direction keeps going; the
-link ends once both directions have. A source that ``stays_open`` (standard
+link ends once both directions have (or, with ``end_with_peer``, once the
+remote side has: ncat's listener). A source that ``stays_open`` (standard
 input on a terminal) is not waited for once the other direction ended, as
 netcat exits when the peer closes. ``eof_linger`` bounds the wait for the
 peer after end of input (``-q``); ``idle_timeout`` ends a link with no
@@ -104,6 +105,10 @@ class LinkOptions:
             for the other direction (None: as long as it takes; 0: close at once).
         transform: rewrite a -> b data (``--crlf``).
         observer: called with (direction, bytes) for each chunk (hex dump).
+        local: the index of the local side in the link.
+        end_with_peer: the remote side's end of stream ends the link (after
+            what is buffered is written), whether or not the local input has
+            ended: ncat's listener, which exits when its client is done.
     """
 
     a_to_b: bool = True
@@ -113,6 +118,7 @@ class LinkOptions:
     transform: Callable[[bytes], bytes] | None = None
     observer: Callable[[str, bytes], None] | None = None
     local: int = 0
+    end_with_peer: bool = False
 
 
 @dataclass(slots=True)
@@ -438,6 +444,10 @@ class Link:
             return
         eof = (self.sides[0].ended, self.sides[1].ended)
         if eof[0] and eof[1]:
+            self.finish("closed")
+            return
+        remote = 1 - self.options.local
+        if eof[remote] and self.options.end_with_peer and self._runs(remote):
             self.finish("closed")
             return
         # What is left reads from a terminal: the connection itself has

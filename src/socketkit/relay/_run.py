@@ -46,7 +46,7 @@ from ..server import (
     run_stream_server,
 )
 from ..server._engine import install_signal_handlers
-from ._datagram import DatagramRelay
+from ._datagram import DatagramPeers, DatagramRelay
 from ._exec import ExecCommand, open_exec, run_exec_on_socket
 from ._grammar import RelayAddress
 from ._hub import Hub
@@ -224,15 +224,21 @@ def _on_sigterm(stop: Callable[[], None]) -> Callable[[], None]:
 
 async def _connect(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySettings) -> int:
     log = settings.log
-    if isinstance(b, ExecCommand) and a.transport in ("tcp", "unix") and os.name != "nt":
+    options = settings.link
+    direct = options.transform is None and options.observer is None
+    if isinstance(b, ExecCommand) and a.transport in ("tcp", "unix") and os.name != "nt" and direct:
         endpoint = a.endpoint
         assert endpoint is not None
         family = address_family(a, settings.open)
-        sock = connect_socket(endpoint, family=family, timeout=settings.open.connect_timeout)
+        sock = connect_socket(
+            endpoint,
+            family=family,
+            timeout=settings.open.connect_timeout,
+            source=settings.open.source,
+        )
         return run_exec_on_socket(b, sock, log, str(endpoint))
     if isinstance(b, RelayAddress) and b.kind == "stdio":
         a, b = b, a  # standard I/O is the local side: "sent" goes from it
-    options = settings.link
     if isinstance(b, ExecCommand):
         options = dataclasses.replace(options, local=1)
     link = Link(options, names=(_name(a), str(b) if isinstance(b, ExecCommand) else _name(b)))
@@ -294,7 +300,8 @@ def _serve_stream(a: RelayAddress, b: RelayAddress | ExecCommand, settings: Rela
         factory = hub.factory
     else:
         options = dataclasses.replace(settings.link, idle_timeout=None)
-        if stdio:
+        if stdio or isinstance(b, ExecCommand):
+            # The local side, whose output --crlf rewrites and "sent" counts.
             options = dataclasses.replace(options, local=1)
         target = str(b) if isinstance(b, ExecCommand) else _name(b)
         tls = opts.tls_server if a.transport == "tls" else None
@@ -364,12 +371,16 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
     endpoint = a.endpoint
     assert endpoint is not None
     keep_open = settings.keep_open or a.fork
-    if keep_open and not (isinstance(b, RelayAddress) and b.transport == "udp"):
+    to_udp = isinstance(b, RelayAddress) and b.transport == "udp"
+    to_local = isinstance(b, ExecCommand) or (isinstance(b, RelayAddress) and b.kind == "stdio")
+    if keep_open and not (to_udp or to_local):
         raise SettingError(
-            "udp-listen with fork relays to udp: addresses (each client gets its own socket)"
+            "udp-listen with fork relays to udp: addresses, standard I/O or a program"
         )
     sock = bind_socket(endpoint, type=socket.SOCK_DGRAM, family=address_family(a, settings.open))
     try:
+        if keep_open and to_local:
+            return _serve_udp_peers(sock, a, b, settings)
         if keep_open:
             assert isinstance(b, RelayAddress)
             relay = DatagramRelay(
@@ -396,6 +407,41 @@ def _serve_udp(a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySe
         return _run_to_end(_udp_first_peer(sock, a, b, settings))
     finally:
         sock.close()
+
+
+def _serve_udp_peers(
+    sock: socket.socket, a: RelayAddress, b: RelayAddress | ExecCommand, settings: RelaySettings
+) -> int:
+    """``listen -u -k``: every peer to standard I/O, or each to a program (``DatagramPeers``)."""
+    log = settings.log
+
+    async def open_other(link: Link, index: int) -> None:
+        if isinstance(b, ExecCommand):
+            await open_exec(b, log, link, index)
+        else:
+            await open_side(b, settings.open, link, index)
+
+    peers = DatagramPeers(
+        sock,
+        b,
+        log=log,
+        access=settings.access,
+        options=dataclasses.replace(settings.link, local=1),
+        open_other=open_other,
+    )
+
+    async def serve() -> Any:
+        undo = install_signal_handlers(peers.stop)
+        try:
+            _announce(sock, a, settings)
+            return await peers.serve()
+        finally:
+            undo()
+
+    stats = _run_to_end(serve())
+    if settings.summary:
+        log.summary(stats)
+    return 0
 
 
 async def _first_datagram(sock: socket.socket, access: AccessList, log: ServerLog) -> Any:
@@ -434,8 +480,7 @@ async def _udp_first_peer(
     peer = format_sockaddr(addr)
     log.event(f"{peer}: connected", "connected", True, peer=peer)
     sock.connect(addr)
-    stdio = isinstance(b, RelayAddress) and b.kind == "stdio"
-    options = dataclasses.replace(settings.link, local=1) if stdio else settings.link
+    options = dataclasses.replace(settings.link, local=1)  # standard I/O or a program
     link = Link(options, names=(peer, str(b) if isinstance(b, ExecCommand) else _name(b)))
     loop = asyncio.get_running_loop()
     protocol = DatagramSideProtocol(link, 0)

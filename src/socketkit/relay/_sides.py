@@ -70,6 +70,8 @@ class OpenOptions:
     tls_client: Any = None  # ssl.SSLContext
     tls_server: Any = None  # ssl.SSLContext
     server_hostname: str | None = None
+    #: Local (address or None, port) to connect from (netcat's ``-s``/``-p``).
+    source: tuple[str | None, int] | None = None
     log: ServerLog = field(default_factory=lambda: ServerLog(sys.stderr, sys.stderr))
 
 
@@ -96,6 +98,7 @@ async def connect_stream(
     family: int = socket.AF_UNSPEC,
     timeout: float | None = None,
     type: int = socket.SOCK_STREAM,
+    source: tuple[str | None, int] | None = None,
 ) -> socket.socket:
     """A non-blocking socket from the seam connected to ``endpoint``, each address in turn.
 
@@ -103,7 +106,7 @@ async def connect_stream(
         ConnectError, SocketTimeoutError, AddressError: as ``_sockets.connect_socket``.
     """
     loop = asyncio.get_running_loop()
-    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout)
+    connecting = Connecting(endpoint, type=type, family=family, timeout=timeout, source=source)
     for attempt in await _attempts(connecting):
         with connecting.trying(attempt) as sock:
             sock.setblocking(False)
@@ -119,12 +122,13 @@ async def open_stream(
     *,
     family: int = socket.AF_UNSPEC,
     timeout: float | None = None,
+    source: tuple[str | None, int] | None = None,
 ) -> Any:
     """A stream transport connected to ``endpoint``, with ``factory``'s protocol.
 
     The socket comes from the seam (``connect_stream``) when the seam makes
     traced sockets, so that ``--trace`` shows every call, and for Unix sockets
-    (abstract names included). Otherwise the loop makes and connects it
+    (abstract names included), and to bind a ``source`` address. Otherwise the loop makes and connects it
     itself: uvloop does so in C, with no Python socket object per connection
     (a tenth of a relayed connection's memory).
 
@@ -132,8 +136,8 @@ async def open_stream(
         ConnectError, SocketTimeoutError, AddressError: as ``connect_stream``.
     """
     loop = asyncio.get_running_loop()
-    if not plain_sockets() or isinstance(endpoint, UnixEndpoint):
-        sock = await connect_stream(endpoint, family=family, timeout=timeout)
+    if not plain_sockets() or isinstance(endpoint, UnixEndpoint) or source is not None:
+        sock = await connect_stream(endpoint, family=family, timeout=timeout, source=source)
         try:
             transport, _ = await loop.create_connection(factory, sock=sock)
         except BaseException:
@@ -203,6 +207,9 @@ class DatagramSink:
     def abort(self) -> None:
         self.transport.abort()
 
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
 
 async def open_side(
     addr: RelayAddress,
@@ -227,7 +234,9 @@ async def open_side(
     family = address_family(addr, opts)
     name = str(endpoint)
     if addr.transport == "udp":
-        sock = await connect_stream(endpoint, family=family, type=socket.SOCK_DGRAM)
+        sock = await connect_stream(
+            endpoint, family=family, type=socket.SOCK_DGRAM, source=opts.source
+        )
         dgram = DatagramSideProtocol(link, index, counter=counter)
         dgram_transport, _ = await loop.create_datagram_endpoint(lambda: dgram, sock=sock)
         udp = DatagramSink(dgram_transport)
@@ -243,7 +252,9 @@ async def open_side(
         assert isinstance(endpoint, InetEndpoint)
         hostname = addr.get("sni") or opts.server_hostname or endpoint.host or "localhost"
         layer = TLSLayer(opts.tls_client, protocol, server_side=False, server_hostname=hostname)
-        await open_stream(endpoint, lambda: layer, family=family, timeout=timeout)
+        await open_stream(
+            endpoint, lambda: layer, family=family, timeout=timeout, source=opts.source
+        )
         opts.log.event(f"connected to {name}", "connected", True, peer=name)
         await handshake_done(layer, role="client", where=name, timeout=timeout)
         opts.log.event(f"TLS with {name}: {layer.describe()}", "tls", True)
@@ -251,7 +262,9 @@ async def open_side(
         link.attach(index, layer, layer, protocol)
         layer.start_app()
         return
-    transport = await open_stream(endpoint, lambda: protocol, family=family, timeout=timeout)
+    transport = await open_stream(
+        endpoint, lambda: protocol, family=family, timeout=timeout, source=opts.source
+    )
     opts.log.event(f"connected to {name}", "connected", True, peer=name)
     link.attach(index, transport, transport, protocol)
 

@@ -78,12 +78,15 @@ class Limits:
         drain_timeout: seconds that in-flight exchanges get at shutdown.
         max_clients: stop accepting after this many clients in all and exit
             when they are done (``--once`` is 1). None: serve for ever.
+        turn_away: a client over ``max_conns`` is accepted and closed at once
+            (ncat's ``--max-conns``) instead of waiting in the backlog.
     """
 
     max_conns: int | None = None
     idle_timeout: float | None = None
     drain_timeout: float = 5.0
     max_clients: int | None = None
+    turn_away: bool = False
 
 
 class ConnectionHost:
@@ -251,10 +254,18 @@ class StreamEngine(ConnectionHost):
             return False
         return limits.max_conns is None or self.stats.active + self._pending < limits.max_conns
 
+    def _turning_away(self) -> bool:
+        """Over ``max_conns`` with ``turn_away``: accept, and close at once."""
+        limits = self.limits
+        if not limits.turn_away:
+            return False
+        return limits.max_clients is None or self._accepted_total < limits.max_clients
+
     def _accept_ready(self, listener: socket.socket) -> None:
         assert self._loop is not None
         for _ in range(ACCEPT_BATCH):
-            if not self._room():
+            full = not self._room()
+            if full and not self._turning_away():
                 self._stop_accepting()
                 return
             try:
@@ -285,6 +296,15 @@ class StreamEngine(ConnectionHost):
                     self.log.event(f"{format_sockaddr(addr)}: refused: {refusal}", "refused")
                     sock.close()
                     continue
+            if full:
+                self.stats.refused += 1
+                self.log.event(
+                    f"{format_sockaddr(addr)}: refused: too many connections "
+                    f"(at most {self.limits.max_conns} at once)",
+                    "refused",
+                )
+                sock.close()
+                continue
             self._accepted_total += 1
             self.stats.connections += 1
             self._start_connection(sock, addr)
