@@ -20,6 +20,7 @@ written as standard output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -270,8 +271,6 @@ def _exit(code: int) -> NoReturn:
     the process by SIGINT itself instead of with the code decided here.
     """
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
