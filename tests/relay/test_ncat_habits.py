@@ -238,7 +238,7 @@ def test_hex_dump_sees_an_exec_session(tmp_path: Path) -> None:
     assert "< 00000000  48 65 6c 6c 6f 0a" in text
 
 
-def _recv_retrying(sock: socket.socket, send: Callable[[], None]) -> bytes:
+def _recv_retrying(sock: socket.socket, send: Callable[[], object]) -> bytes:
     """Send (again) until ``sock`` hears something: a member is in the chat once
     its first read is pending, which nothing outside the broker can see."""
     sock.settimeout(0.2)
