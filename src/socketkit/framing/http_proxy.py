@@ -60,6 +60,7 @@ from ..errors import (
 from .tunnel import (
     NEED_DATA,
     NeedData,
+    Outbox,
     ProxyKind,
     ProxyRequestError,
     Reconnect,
@@ -352,7 +353,7 @@ def _status_words(status: int, reason: bytes) -> str:
     return f"{status} {text}"
 
 
-class HttpConnectClient:
+class HttpConnectClient(Outbox):
     """The client side of an HTTP CONNECT handshake (RFC 9110 section 9.3.6).
 
     The request is in ``data_to_send()`` as soon as the machine is made.
@@ -431,12 +432,6 @@ class HttpConnectClient:
         request = h11.Request(method=b"CONNECT", target=self.authority, headers=headers)
         self._outgoing += self._conn.send(request) or b""
         self._outgoing += self._conn.send(h11.EndOfMessage()) or b""
-
-    def data_to_send(self) -> bytes:
-        """The bytes to send to the proxy now (and forget), possibly b""."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the proxy; ``b""`` is end of stream."""
@@ -645,7 +640,7 @@ ServerEvent = (
 )
 
 
-class HttpProxyServer:
+class HttpProxyServer(Outbox):
     """The server side of an HTTP proxy: CONNECT and absolute-URI requests, on h11.
 
     ``next_event()`` answers ``NEED_DATA``, then ``TunnelRequest`` (answer
@@ -695,12 +690,6 @@ class HttpProxyServer:
         self._state = _ServerState.REQUEST
         self._body_size = 0
         self._pending: TunnelRequest | None = None
-
-    def data_to_send(self) -> bytes:
-        """The bytes to send to the client now (and forget), possibly b""."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the client; ``b""`` is end of stream."""

@@ -56,6 +56,7 @@ from ._buffer import ReceiveBuffer
 from .tunnel import (
     NEED_DATA,
     NeedData,
+    Outbox,
     ProxyKind,
     ProxyRequestError,
     Rejected,
@@ -198,7 +199,21 @@ class _ClientState(enum.Enum):
     OPEN = "tunnel open"
 
 
-class SocksClient:
+class _SocksMachine(Outbox):
+    """What both SOCKS machines keep: the bytes received so far and end of stream."""
+
+    _buffer: ReceiveBuffer
+    _eof: bool
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the peer; ``b""`` is end of stream."""
+        if data:
+            self._buffer.feed(data)
+        else:
+            self._eof = True
+
+
+class SocksClient(_SocksMachine):
     """The client side of a SOCKS4, SOCKS4a or SOCKS5 CONNECT handshake.
 
     The first request is in ``data_to_send()`` as soon as the machine is
@@ -283,19 +298,6 @@ class SocksClient:
             # 0.0.0.x is SOCKS4a's "a name follows" marker, 0.0.0.0 no address.
             raise SettingError(f"SOCKS4 cannot carry the target {host}")
         return _SOCKS4_HEAD.pack(4, _CMD_CONNECT, port, address.packed) + user + b"\x00"
-
-    def data_to_send(self) -> bytes:
-        """The bytes to send to the proxy now (and forget), possibly b""."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes received from the proxy; ``b""`` is end of stream."""
-        if data:
-            self._buffer.feed(data)
-        else:
-            self._eof = True
 
     def next_event(self) -> NeedData | TunnelOpen:
         """``NEED_DATA``, or ``TunnelOpen`` once the proxy granted the request.
@@ -485,7 +487,7 @@ class _ServerState(enum.Enum):
 _SOCKS4_FAILURE: Final = _SOCKS4_REJECTED
 
 
-class SocksServer:
+class SocksServer(_SocksMachine):
     """The server side of a SOCKS4, SOCKS4a or SOCKS5 CONNECT handshake.
 
     The version is read from the first byte. ``next_event()`` answers
@@ -513,19 +515,6 @@ class SocksServer:
     def kind(self) -> ProxyKind | None:
         """SOCKS4 or SOCKS5 once the first byte has been read, else None."""
         return {4: ProxyKind.SOCKS4, 5: ProxyKind.SOCKS5}.get(self._version)
-
-    def data_to_send(self) -> bytes:
-        """The bytes to send to the client now (and forget), possibly b""."""
-        out = bytes(self._outgoing)
-        self._outgoing.clear()
-        return out
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes received from the client; ``b""`` is end of stream."""
-        if data:
-            self._buffer.feed(data)
-        else:
-            self._eof = True
 
     def next_event(self) -> NeedData | TunnelRequest | Rejected:
         """The next thing the client said (see the class docstring).

@@ -166,6 +166,22 @@ class Rejected:
     reason: str
 
 
+class Outbox:
+    """The bytes a handshake machine has queued for its peer.
+
+    Every machine (SOCKS and HTTP, client and server) queues what it must
+    send in ``_outgoing``; ``data_to_send`` hands it over once.
+    """
+
+    _outgoing: bytearray
+
+    def data_to_send(self) -> bytes:
+        """The bytes to send to the peer now (and forget), possibly b""."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+
 class TunnelClient(Protocol):
     """What every client machine provides (``SocksClient``, ``HttpConnectClient``)."""
 
