@@ -173,9 +173,20 @@ def _run_to_end(main: Coroutine[Any, Any, T]) -> T:
     """``server.run(main)``; a coroutine that a signal kept from starting is closed
     (not left to warn that it was never awaited)."""
     try:
-        return run(main)
+        return run(main, on_loop=_LOOP.append)
     finally:
+        _LOOP.clear()
         main.close()
+
+
+#: The loop ``_run_to_end`` runs, while it runs: SIGTERM before the loop's own
+#: handler is in place is handed to it rather than raised where it lands
+#: (inside the loop's start-up, an exception leaves it marked as running).
+_LOOP: list[asyncio.AbstractEventLoop] = []
+
+
+def _raise_stopped() -> None:
+    raise Stopped()
 
 
 class Stopped(KeyboardInterrupt):
@@ -194,6 +205,14 @@ def _stop_on_sigterm() -> Iterator[None]:
         return
 
     def handler(_signum: int, _frame: object) -> None:
+        if _LOOP:
+            try:
+                # asyncio lets a KeyboardInterrupt out of a callback.
+                _LOOP[-1].call_soon_threadsafe(_raise_stopped)
+            except RuntimeError:  # closed already: nothing runs on it any more
+                pass
+            else:
+                return
         raise Stopped()
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -40,7 +40,19 @@ def loop_name() -> str:
     return f"uvloop {getattr(uvloop, '__version__', '?')}"
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on the best available loop and return its result."""
+def run(
+    main: Coroutine[Any, Any, T],
+    *,
+    on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+) -> T:
+    """Run ``main`` on the best available loop and return its result.
+
+    Args:
+        on_loop: called with the loop before it starts (a signal handler
+            that must hand work to it cannot ask ``get_running_loop``:
+            uvloop names its running loop only after setting up signals).
+    """
     with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+        if on_loop is not None:
+            on_loop(runner.get_loop())
         return runner.run(main)
