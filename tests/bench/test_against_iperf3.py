@@ -89,7 +89,25 @@ def _ours(port: int, *args: str) -> dict[str, Any]:
     return doc
 
 
-def _check_exact(doc: dict[str, Any], streams: int) -> None:
+def _rmem_max() -> int:
+    """The most a socket's receive queue holds (tcp_rmem's maximum; Linux's default if unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_rmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 6 << 20
+
+
+def _check_exact(doc: dict[str, Any], streams: int, *, iperf3_receives: bool = False) -> None:
+    """Per stream, bytes sent = bytes received (UDP: + lost datagrams).
+
+    ``iperf3_receives``: the document is our client's against ``iperf3 -s``.
+    iperf3's server closes a receiving stream on TEST_END and drops what its
+    kernel still holds; with both directions busy (``--bidir``) its reader can
+    lag the grace our client gives it, and iperf3's own client shows the same
+    gap there. So a stream iperf3 receives may come up short by at most one
+    receive queue, never long; every other stream is exact.
+    """
     end = doc["end"]
     assert len(end["streams"]) == streams
     if "udp" in end["streams"][0]:
@@ -104,10 +122,22 @@ def _check_exact(doc: dict[str, Any], streams: int) -> None:
         assert received["jitter_ms"] >= 0
         return
     for s in end["streams"]:
-        assert s["sender"]["bytes"] == s["receiver"]["bytes"] > 0, s
+        sent, received = s["sender"]["bytes"], s["receiver"]["bytes"]
+        assert received > 0, s
+        if iperf3_receives and s["sender"]["sender"]:
+            assert 0 <= sent - received <= _rmem_max(), s
+        else:
+            assert sent == received, s
     for suffix in ("", "_bidir_reverse"):
         if "sum_sent" + suffix in end:
-            assert end["sum_sent" + suffix]["bytes"] == end["sum_received" + suffix]["bytes"]
+            sent, received = (
+                end["sum_sent" + suffix]["bytes"],
+                end["sum_received" + suffix]["bytes"],
+            )
+            if iperf3_receives and end["sum_sent" + suffix].get("sender", True):
+                assert 0 <= sent - received <= _rmem_max() * streams
+            else:
+                assert sent == received
 
 
 def _stream_count(args: list[str]) -> int:
@@ -119,7 +149,7 @@ def _stream_count(args: list[str]) -> int:
 def test_socketkit_client_against_iperf3_server(iperf3_port: int, case: str) -> None:
     args = CASES[case]
     doc = _ours(iperf3_port, *args, "--get-server-output")
-    _check_exact(doc, _stream_count(args))
+    _check_exact(doc, _stream_count(args), iperf3_receives=True)
     assert "Accepted connection" in doc["server_output_text"]  # iperf3's own report
     if "-n" in args:
         assert doc["end"]["sum_received"]["bytes"] == 64 << 20
