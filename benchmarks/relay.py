@@ -154,6 +154,7 @@ def _socketkit_proxy(listen: int, _target: int) -> list[str]:
 # relay name -> (listen_port, target_port) -> command line
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     "direct": lambda _listen, _target: [],
+    "direct-2cpu": lambda _listen, _target: [],
     "socketkit": _socketkit,
     "socketkit-proxy": _socketkit_proxy,
     "uvloop": lambda listen, target: [
@@ -181,7 +182,16 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
 CONTENDERS = {
     "echo": ("direct", "socketkit", "uvloop", "socat-b64k", "socketkit-proxy"),
     "idle": ("socketkit", "uvloop", "socat-b64k"),
-    "bulk": ("direct", "socketkit", "uvloop", "socat-b64k", "socat", "ncat", "socketkit-proxy"),
+    "bulk": (
+        "direct",
+        "direct-2cpu",
+        "socketkit",
+        "uvloop",
+        "socat-b64k",
+        "socat",
+        "ncat",
+        "socketkit-proxy",
+    ),
 }
 #: Contenders the load generator reaches through SOCKS5 (``loadgen --socks5``).
 SOCKS5_CONTENDERS = ("socketkit-proxy",)
@@ -190,6 +200,10 @@ ASKED_ONLY = ("ncat",)
 #: Idle connections held by socat (a process each) are capped at this many.
 SOCAT_IDLE_MAX = 1000
 DIRECT, REFERENCE, SOCAT = "direct", "uvloop", "socat-b64k"
+#: The direct connection with the echo server on the relay's core: the same
+#: two cores a relayed run has (``direct`` keeps both ends on one core, where
+#: every copy is cache-hot).
+DIRECT_2CPU = "direct-2cpu"
 
 
 def _free_port() -> int:
@@ -276,6 +290,8 @@ def run_relay(
     params = dict(scenario.effective(quick))
     if mode == "idle" and relay_name.startswith("socat"):
         params["conns"] = min(params["conns"], SOCAT_IDLE_MAX)
+    if relay_name == DIRECT_2CPU:
+        echo_cpu = relay_cpu  # the two cores a relayed run uses, without the relay
     with ServerProcess([str(BIN_DIR / "echo_server"), "--tcp", "0"], echo_cpu) as echo:
         argv = RELAYS[relay_name](0, 0)
         proc = None
