@@ -15,7 +15,10 @@ which loop in C). ``data(i)`` and ``address(i)`` give one slot to code that
 needs to look at it (access control, logging, services that compute an
 answer). A sender on a connected socket writes into ``slot(i)`` and hands
 the first ``n`` slots to ``send`` (one sendmmsg, every datagram the same
-length).
+length). A relay passes received slots on without copying them: ``forward``
+sends chosen slots, each as received, on a connected socket, and
+``send_to`` sends the first ``n`` to one address; ``names`` gives each
+slot's sender as raw ``struct sockaddr`` bytes, a cheap dictionary key.
 
 Invariants:
 - Slot ``i`` is valid from a ``receive`` that returned more than ``i`` until
@@ -24,8 +27,11 @@ Invariants:
   MSG_TRUNC; ``length(i)`` is then ``size``. Callers that must refuse
   oversize datagrams allocate ``limit + 1`` bytes per slot and compare, as
   the one-call path does with ``recvfrom(limit + 1)``.
-- ``echo`` and ``reply`` never block: a full socket buffer (EAGAIN) drops the
-  rest of the batch, as a lost datagram would be, and the caller counts it.
+- ``echo``, ``reply``, ``forward`` and ``send_to`` never block: a full
+  socket buffer (EAGAIN) drops the rest of the batch, as a lost datagram
+  would be, and the caller counts it. A datagram the kernel refuses (an
+  ICMP error from an earlier send) is skipped; its errno is kept in
+  ``refused`` for the caller to report.
   ``send`` (a client's own datagrams) waits for room instead, up to its
   ``wait`` seconds, as a blocking ``send`` would.
 
@@ -138,6 +144,8 @@ class DatagramBatch:
         "_buffers",
         "_echo_hdrs",
         "_echo_lens",
+        "_fwd_hdrs",
+        "_fwd_words",
         "_iovs",
         "_payload",
         "_recv_hdrs",
@@ -146,7 +154,11 @@ class DatagramBatch:
         "_reply_iov",
         "_send_hdrs",
         "_send_lens",
+        "_to_hdrs",
+        "_to_name",
+        "_to_key",
         "count",
+        "refused",
         "size",
     )
 
@@ -172,6 +184,14 @@ class DatagramBatch:
         # Connected sends: no address, each slot's own buffer.
         send_iovs = (_IOVec * count)()
         self._send_hdrs = (_MMsgHdr * count)()
+        # Forwarded slots (``forward``): no address, an iovec filled per call.
+        fwd_iovs = (_IOVec * count)()
+        self._fwd_hdrs = (_MMsgHdr * count)()
+        # Slots to one address (``send_to``): the echo iovecs, one shared name.
+        self._to_name = (ctypes.c_char * _SOCKADDR_SIZE)()
+        self._to_key = b""
+        self._to_hdrs = (_MMsgHdr * count)()
+        self.refused = 0
         base = ctypes.addressof(self._buffers)
         names = ctypes.addressof(self._addrs)
         reply_iov = ctypes.pointer(self._reply_iov)
@@ -189,11 +209,18 @@ class DatagramBatch:
                 hdr.msg_iov = iov
                 hdr.msg_iovlen = 1
             send_iovs[i].iov_base = base + i * size
-            send = self._send_hdrs[i].msg_hdr
-            send.msg_iov = ctypes.pointer(send_iovs[i])
-            send.msg_iovlen = 1
+            for hdrs, iov in (
+                (self._send_hdrs, ctypes.pointer(send_iovs[i])),
+                (self._fwd_hdrs, ctypes.pointer(fwd_iovs[i])),
+                (self._to_hdrs, ctypes.pointer(echo_iovs[i])),
+            ):
+                hdr = hdrs[i].msg_hdr
+                hdr.msg_iov = iov
+                hdr.msg_iovlen = 1
+            self._to_hdrs[i].msg_hdr.msg_name = ctypes.addressof(self._to_name)
         # The iovecs are referenced from the headers only: keep them alive.
-        self._iovs = (recv_iovs, echo_iovs, send_iovs)
+        self._iovs = (recv_iovs, echo_iovs, send_iovs, fwd_iovs)
+        self._fwd_words = memoryview(fwd_iovs).cast("B").cast(_SIZE_T)
         self._send_lens = memoryview(send_iovs).cast("B").cast(_SIZE_T)
         self._recv_words = memoryview(self._recv_hdrs).cast("B").cast("I")
         self._echo_lens = memoryview(echo_iovs).cast("B").cast(_SIZE_T)
@@ -242,6 +269,49 @@ class DatagramBatch:
         namelen = self._recv_words[i * _STRIDE + _NAMELEN]
         raw = ctypes.string_at(ctypes.addressof(self._addrs) + i * _SOCKADDR_SIZE, namelen)
         return _decode_sockaddr(raw, family)
+
+    def names(self, n: int) -> list[bytes]:
+        """The senders of the first ``n`` slots as raw ``struct sockaddr`` bytes.
+
+        Equal senders give equal bytes (the kernel zeroes the padding), so
+        they serve as dictionary keys; ``address`` decodes one.
+        """
+        blob = ctypes.string_at(ctypes.addressof(self._addrs), n * _SOCKADDR_SIZE)
+        lens = self._recv_words[_NAMELEN : _STRIDE * n : _STRIDE].tolist()
+        step = _SOCKADDR_SIZE
+        return [blob[i * step : i * step + length] for i, length in enumerate(lens)]
+
+    def forward(self, sock: socket.socket, slots: list[int]) -> int:
+        """Send the given slots, in that order and each as received, on a connected socket.
+
+        Returns:
+            How many were sent; the rest were dropped (full buffer or refused).
+        """
+        k = len(slots)
+        size = self.size
+        base = ctypes.addressof(self._buffers)
+        recv = self._recv_words
+        words = self._fwd_words
+        words[0 : 2 * k : 2] = array.array(_SIZE_T, [base + i * size for i in slots])
+        words[1 : 2 * k : 2] = array.array(_SIZE_T, [recv[i * _STRIDE + _LEN] for i in slots])
+        return self._send(sock, self._fwd_hdrs, k, names=False)
+
+    def send_to(self, sock: socket.socket, n: int, name: bytes) -> int:
+        """Send the first ``n`` slots, each as received, to ``name`` (raw sockaddr bytes).
+
+        Returns:
+            How many were sent; the rest were dropped (full buffer or refused).
+        """
+        lens = self._recv_words[_LEN : _STRIDE * n : _STRIDE]
+        self._echo_lens[1 : 2 * n : 2] = array.array(_SIZE_T, lens)
+        if name != self._to_key:
+            ctypes.memmove(self._to_name, name, len(name))
+            self._to_key = name
+            words = memoryview(self._to_hdrs).cast("B").cast("I")
+            words[_NAMELEN : _STRIDE * self.count : _STRIDE] = array.array(
+                "I", [len(name)] * self.count
+            )
+        return self._send(sock, self._to_hdrs, n, names=False)
 
     def echo(self, sock: socket.socket, n: int) -> int:
         """Send the first ``n`` slots back to their senders, each as received.
@@ -300,19 +370,27 @@ class DatagramBatch:
                 start += 1  # refused (an ICMP error from an earlier one): lost, as UDP may
         return sent
 
-    def _send(self, sock: socket.socket, hdrs: Any, n: int) -> int:
+    def _send(self, sock: socket.socket, hdrs: Any, n: int, names: bool = True) -> int:
+        """Send headers ``0 .. n-1`` of ``hdrs`` without blocking (``names``: each to
+        its slot's sender, whose name length is copied from the receive)."""
         assert _CALLS is not None
-        words = memoryview(hdrs).cast("B").cast("I")
-        words[_NAMELEN : _STRIDE * n : _STRIDE] = self._recv_words[_NAMELEN : _STRIDE * n : _STRIDE]
+        if names:
+            words = memoryview(hdrs).cast("B").cast("I")
+            words[_NAMELEN : _STRIDE * n : _STRIDE] = self._recv_words[
+                _NAMELEN : _STRIDE * n : _STRIDE
+            ]
         sendmmsg = _CALLS[1]
         fd = sock.fileno()
         sent = start = 0
         while start < n:
             k: int = sendmmsg(fd, ctypes.byref(hdrs, start * 4 * _STRIDE), n - start, 0)
             if k < 0:
-                if ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
+                code = ctypes.get_errno()
+                if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS):
                     break
-                start += 1  # this one datagram cannot go (e.g. no route): skip it
+                if code != errno.EINTR:
+                    self.refused = code
+                    start += 1  # this one datagram cannot go (e.g. no route): skip it
                 continue
             sent += k
             start += k
