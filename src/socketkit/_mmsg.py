@@ -141,12 +141,14 @@ class DatagramBatch:
 
     __slots__ = (
         "_addrs",
+        "_bases",
         "_buffers",
         "_echo_hdrs",
         "_echo_lens",
         "_fwd_hdrs",
         "_fwd_words",
         "_iovs",
+        "_lens",
         "_payload",
         "_recv_hdrs",
         "_recv_words",
@@ -155,8 +157,8 @@ class DatagramBatch:
         "_send_hdrs",
         "_send_lens",
         "_to_hdrs",
-        "_to_name",
         "_to_key",
+        "_to_name",
         "count",
         "refused",
         "size",
@@ -223,6 +225,9 @@ class DatagramBatch:
         self._fwd_words = memoryview(fwd_iovs).cast("B").cast(_SIZE_T)
         self._send_lens = memoryview(send_iovs).cast("B").cast(_SIZE_T)
         self._recv_words = memoryview(self._recv_hdrs).cast("B").cast("I")
+        #: Each slot's received length, and each slot's buffer address.
+        self._lens = self._recv_words[_LEN::_STRIDE]
+        self._bases = tuple(base + i * size for i in range(count))
         self._echo_lens = memoryview(echo_iovs).cast("B").cast(_SIZE_T)
 
     def receive(self, sock: socket.socket) -> int:
@@ -288,12 +293,10 @@ class DatagramBatch:
             How many were sent; the rest were dropped (full buffer or refused).
         """
         k = len(slots)
-        size = self.size
-        base = ctypes.addressof(self._buffers)
-        recv = self._recv_words
+        bases, lens = self._bases, self._lens
         words = self._fwd_words
-        words[0 : 2 * k : 2] = array.array(_SIZE_T, [base + i * size for i in slots])
-        words[1 : 2 * k : 2] = array.array(_SIZE_T, [recv[i * _STRIDE + _LEN] for i in slots])
+        words[0 : 2 * k : 2] = array.array(_SIZE_T, [bases[i] for i in slots])
+        words[1 : 2 * k : 2] = array.array(_SIZE_T, [lens[i] for i in slots])
         return self._send(sock, self._fwd_hdrs, k, names=False)
 
     def send_to(self, sock: socket.socket, n: int, name: bytes) -> int:

@@ -9,21 +9,39 @@ address it talked to). Upstream sockets with no traffic either way for
 ``idle_timeout`` seconds are closed (one sweep, counted in ticks as the
 server engine does), so a client that went away costs nothing for long.
 
-The listening socket is drained by a reader callback with plain
-non-blocking ``recvfrom`` calls, many datagrams per wake-up, as the
-server engine's ``DatagramEngine`` does. While a client's upstream is
-being opened, its datagrams wait in a short queue (``PENDING_DATAGRAMS``;
-beyond it they are dropped, as UDP may).
+The listening socket is drained by a reader callback, many datagrams per
+wake-up, as the server engine's ``DatagramEngine`` does. While a client's
+upstream is being opened, its datagrams wait in a short queue
+(``PENDING_DATAGRAMS``; beyond it they are dropped, as UDP may).
+
+Two paths move the datagrams; both keep each datagram whole and each
+client's datagrams in order, and map clients and reclaim them alike:
+
+- Batched (Linux, plain sockets: ``_mmsg.DatagramBatch``): the listening
+  socket is read with recvmmsg, up to ``BATCH_SLOTS`` datagrams per call;
+  the datagrams of each client in the batch go to its upstream in one
+  sendmmsg straight from the receive buffers (``forward``), and clients are
+  looked up by their raw ``struct sockaddr`` (no address object per
+  datagram). Each upstream socket is read with recvmmsg by a reader
+  callback of its own, and what it got goes to the client in one sendmmsg
+  from the listening socket (``send_to``). A full socket buffer drops the
+  rest of a batch (counted in ``errors``), as the reply path always did.
+- One call per datagram (other platforms, and ``--trace``, whose traced
+  sockets must show every ``recvfrom``/``sendto``): ``recvfrom`` on the
+  listening socket, an asyncio datagram transport per upstream, ``sendto``
+  back to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from typing import Any
 
-from .._sockets import MAX_UDP_PAYLOAD, bound_port
+from .._mmsg import DatagramBatch
+from .._sockets import MAX_UDP_PAYLOAD, bound_port, plain_sockets
 from ..access import AccessList
 from ..address import format_sockaddr
 from ..errors import SocketkitError
@@ -41,16 +59,28 @@ DATAGRAM_BATCH = 256
 PENDING_DATAGRAMS = 64
 #: Sweeps without traffic before a client's upstream is closed.
 _IDLE_TICKS = 4
+#: Datagrams per recvmmsg/sendmmsg call (Linux), as in the server engine.
+BATCH_SLOTS = 64
+#: Bytes per batch slot: every UDP datagram whole (IPv6's largest is 65527).
+BATCH_SLOT_SIZE = 65536
 
 
 class _Client(asyncio.DatagramProtocol):
-    """One client address and its upstream socket."""
+    """One client address and its upstream socket.
 
-    def __init__(self, relay: DatagramRelay, addr: Any) -> None:
+    ``key``: what the relay's table knows it by (the address on the
+    one-call path, the raw sockaddr bytes on the batched one). The upstream
+    is ``transport`` on the one-call path, ``sock`` (read by the relay's
+    reader callback) on the batched one.
+    """
+
+    def __init__(self, relay: DatagramRelay, addr: Any, key: Any) -> None:
         self.relay = relay
         self.addr = addr
+        self.key = key
         self.peer = format_sockaddr(addr)
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
         self.pending: list[bytes] = []
         self.idle_ticks = 0
 
@@ -66,6 +96,12 @@ class _Client(asyncio.DatagramProtocol):
 
     def send(self, data: bytes) -> None:
         self.idle_ticks = 0
+        if self.sock is not None:
+            try:
+                self.sock.send(data)
+            except OSError:
+                self.relay.stats.errors += 1  # full buffer or refused: dropped, as UDP may
+            return
         if self.transport is None:
             if len(self.pending) < PENDING_DATAGRAMS:
                 self.pending.append(data)
@@ -73,6 +109,11 @@ class _Client(asyncio.DatagramProtocol):
         self.transport.sendto(data)
 
     def close(self) -> None:
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
         if self.transport is not None:
             self.transport.close()
 
@@ -172,6 +213,23 @@ class DatagramRelay(_BoundDatagrams):
         self.idle_timeout = idle_timeout
         self.clients: dict[Any, _Client] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # Batches bypass the socket objects, so a traced socket (``--trace``)
+        # keeps the one-call path whose every call it reports.
+        batched = (
+            DatagramBatch.available()
+            and plain_sockets()
+            and type(sock) is socket.socket
+            and sock.family in (socket.AF_INET, socket.AF_INET6)
+        )
+        #: Clients' datagrams (listening socket -> upstreams), and replies
+        #: (an upstream -> its client); None on the one-call path.
+        self._inbound = DatagramBatch(BATCH_SLOTS, BATCH_SLOT_SIZE) if batched else None
+        self._outbound = DatagramBatch(BATCH_SLOTS, BATCH_SLOT_SIZE) if batched else None
+
+    @property
+    def batched(self) -> bool:
+        """Whether datagrams move in batches (recvmmsg/sendmmsg)."""
+        return self._inbound is not None
 
     async def _starting(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -186,16 +244,99 @@ class DatagramRelay(_BoundDatagrams):
     def _received(self, data: bytes, addr: Any) -> None:
         client = self.clients.get(addr)
         if client is None:
-            client = self._new_client(addr)
+            client = self._new_client(addr, addr)
             if client is None:
                 return
         client.send(data)
 
-    def _new_client(self, addr: Any) -> _Client | None:
+    def _readable(self) -> None:
+        batch = self._inbound
+        if batch is None:
+            super()._readable()
+            return
+        # Linux: a recvmmsg, then per client one sendmmsg of its datagrams
+        # from the receive buffers, in the order they came.
+        sock = self.sock
+        stats = self.stats
+        clients = self.clients
+        for _ in range(DATAGRAM_BATCH // batch.count):
+            try:
+                n = batch.receive(sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                stats.errors += 1
+                self.log.event(f"recvmmsg: {exc}", "error", True)
+                continue
+            stats.datagrams_in += n
+            stats.bytes_in += batch.total(n)
+            groups: dict[_Client, list[int]] = {}
+            for i, key in enumerate(batch.names(n)):
+                client = clients.get(key)
+                if client is None:
+                    client = self._new_client(batch.address(i, sock.family), key)
+                    if client is None:
+                        continue
+                slots = groups.get(client)
+                if slots is None:
+                    groups[client] = [i]
+                else:
+                    slots.append(i)
+            for client, slots in groups.items():
+                client.idle_ticks = 0
+                upstream = client.sock
+                if upstream is None:  # still being opened: copies wait
+                    room = PENDING_DATAGRAMS - len(client.pending)
+                    client.pending += [batch.data(i) for i in slots[:room]]
+                    continue
+                batch.refused = 0
+                sent = batch.forward(upstream, slots)
+                if sent < len(slots):
+                    stats.errors += len(slots) - sent
+                    if batch.refused:
+                        self._upstream_error(
+                            client, OSError(batch.refused, os.strerror(batch.refused))
+                        )
+            if n < batch.count:
+                return  # drained
+
+    def _upstream_readable(self, client: _Client) -> None:
+        # Linux: what one upstream sent, to its client in one sendmmsg.
+        batch = self._outbound
+        assert batch is not None
+        stats = self.stats
+        for _ in range(DATAGRAM_BATCH // batch.count):
+            upstream = client.sock
+            if upstream is None:
+                return
+            try:
+                n = batch.receive(upstream)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._upstream_error(client, exc)  # ICMP from an earlier send
+                continue
+            client.idle_ticks = 0
+            batch.refused = 0
+            sent = batch.send_to(self.sock, n, client.key)
+            stats.datagrams_out += sent
+            stats.bytes_out += batch.total(sent)
+            if sent < n:
+                stats.errors += n - sent  # socket buffer full: UDP may drop, so do we
+                if batch.refused:
+                    code = batch.refused
+                    self.log.event(f"{client.peer}: sendmmsg: {os.strerror(code)}", "error", True)
+            if n < batch.count:
+                return
+
+    def _upstream_error(self, client: _Client, exc: Exception) -> None:
+        self.log.event(f"{client.peer}: upstream: {exc}", "error", True)
+
+    def _new_client(self, addr: Any, key: Any) -> _Client | None:
         if not self._admitted(addr):
             return None
-        client = _Client(self, addr)
-        self.clients[addr] = client
+        client = _Client(self, addr, key)
+        self.clients[key] = client
         self.stats.connections += 1
         self.stats.active += 1
         self.stats.peak_active = max(self.stats.peak_active, self.stats.active)
@@ -211,12 +352,19 @@ class DatagramRelay(_BoundDatagrams):
             sock = await connect_stream(
                 endpoint, family=address_family(self.target, self.opts), type=socket.SOCK_DGRAM
             )
-            await loop.create_datagram_endpoint(lambda: client, sock=sock)
+            if self._outbound is not None and type(sock) is socket.socket:
+                if self.clients.get(client.key) is not client:  # reclaimed meanwhile
+                    sock.close()
+                    return
+                client.sock = sock
+                loop.add_reader(sock.fileno(), self._upstream_readable, client)
+            else:
+                await loop.create_datagram_endpoint(lambda: client, sock=sock)
         except SocketkitError as exc:
             self.stats.errors += 1
             self._forget(client, str(exc))
             return
-        if self.clients.get(client.addr) is not client:  # reclaimed meanwhile
+        if self.clients.get(client.key) is not client:  # reclaimed meanwhile
             client.close()
             return
         pending, client.pending = client.pending, []
@@ -237,8 +385,8 @@ class DatagramRelay(_BoundDatagrams):
         self.stats.bytes_out += len(data)
 
     def _forget(self, client: _Client, reason: str | None) -> None:
-        if self.clients.get(client.addr) is client:
-            del self.clients[client.addr]
+        if self.clients.get(client.key) is client:
+            del self.clients[client.key]
             self.stats.active -= 1
         client.close()
         self.log.closed(client.peer, reason, 0, 0)
