@@ -102,7 +102,10 @@ class _Client(asyncio.DatagramProtocol):
             except OSError:
                 self.relay.stats.errors += 1  # full buffer or refused: dropped, as UDP may
             return
-        if self.transport is None:
+        if self.transport is None or self.pending:
+            # Not open yet, or open but what waited is not sent yet
+            # (``connection_made`` comes before ``_open`` sends it): queue
+            # behind it, so that the client's datagrams stay in order.
             if len(self.pending) < PENDING_DATAGRAMS:
                 self.pending.append(data)
             return
