@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -331,6 +332,51 @@ def test_relay_trace_matches_strace(strace_log: Path) -> None:
     assert "connect" in names
     assert "shutdown" in names
     check_matches(ours, parse_strace(strace_log.read_text()))
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def test_udp_fork_relay_trace_matches_strace(strace_log: Path) -> None:
+    """``relay udp-listen:P,fork udp:...``: batches (recvmmsg/sendmmsg) bypass the
+    socket objects, so a traced relay keeps one recvfrom/sendto per datagram."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+        up.bind(("127.0.0.1", 0))
+        up.settimeout(LOOPBACK_TIMEOUT)
+        argv = socketkit_argv(
+            "relay",
+            "-v",
+            "udp-listen:127.0.0.1:0,fork",
+            f"udp:127.0.0.1:{up.getsockname()[1]}",
+            "--trace",
+        )
+        with Proc(_strace_argv(strace_log, *argv)) as relay:
+            port = int(relay.search(r"listening (?:\w+ )?on port (\d+)", "err").group(1))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(LOOPBACK_TIMEOUT)
+                for message in (b"ping", b"pong!"):
+                    client.sendto(message, ("127.0.0.1", port))
+                    data, addr = up.recvfrom(100)
+                    assert data == message
+                    up.sendto(data.upper(), addr)
+                    assert client.recv(100) == message.upper()
+            (pid,) = _children(relay.proc.pid)  # strace's child: the relay
+            os.kill(pid, signal.SIGTERM)
+            assert relay.wait() == 0, relay.err_bytes
+            err = relay.err_bytes.decode("utf-8", "replace")
+    ours = parse_trace(err)
+    names = Counter(c.name for c in ours)
+    # Per datagram: recvfrom on the listening socket, send on the upstream,
+    # recvfrom there, sendto back (each read also ends with one EAGAIN).
+    assert names["sendto"] >= 4, err
+    assert names["recvfrom"] >= 4, err
+    strace_text = strace_log.read_text()
+    assert "recvmmsg(" not in strace_text
+    assert "sendmmsg(" not in strace_text
+    check_matches(ours, parse_strace(strace_text))
 
 
 #: An asyncio client on the library's ``aio`` layer, traced (argv[1]: the port).
