@@ -46,6 +46,7 @@ import array
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 import select
 import socket
@@ -174,7 +175,9 @@ class DatagramBatch:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available on this platform")
         self.count = count
         self.size = size
-        self._buffers = (ctypes.c_char * (size * count))()
+        # Anonymous pages: zero, and resident only once written (a batch of
+        # small datagrams costs a page per slot, not ``size`` bytes).
+        self._buffers = (ctypes.c_char * (size * count)).from_buffer(mmap.mmap(-1, size * count))
         self._addrs = (ctypes.c_char * (_SOCKADDR_SIZE * count))()
         recv_iovs = (_IOVec * count)()
         echo_iovs = (_IOVec * count)()
