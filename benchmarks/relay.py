@@ -18,6 +18,12 @@ is measured):
   every connection, whose slowest round trip is in the note.
 * ``relay-bulk-1g``: 1 GiB each way on one connection, written and read
   concurrently; MiB/s.
+* ``relay-udp64``: 64 B datagrams through ``udp-listen:P,fork udp:...`` to
+  the C UDP echo server (``echo_server --udp``), from 4 sockets with 16
+  datagrams in flight each (``loadgen udp``); datagrams/s. The contenders
+  are the C echo direct, socketkit and socat (``UDP-LISTEN:P,fork``): UDP
+  has no connect to wait for, so a relay is ready once a probe datagram
+  comes back.
 
 Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
 
@@ -27,6 +33,7 @@ Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
                    flow control and half-close (the reference relay)
 * ``socat-b64k``   ``socat -b 65536 TCP-LISTEN:P,reuseaddr,fork TCP:127.0.0.1:Q``
 * ``socat``        the same with socat's default 8 KiB buffer (bulk only)
+* ``socketkit-udp``, ``socat-udp``  the same two as UDP fork relays (``relay-udp64``)
 * ``socketkit-proxy``  ``socketkit proxy -p P``: the load generator opens each
                    connection with a SOCKS5 CONNECT to Q (``loadgen --socks5``),
                    done before the measurement; then the tunnel is the same
@@ -114,6 +121,15 @@ RELAY_SCENARIOS: list[Scenario] = [
         metric="MiB_per_s",
         unit="MiB/s",
     ),
+    Scenario(
+        "relay-udp64",
+        "relay",
+        "udp",
+        "64 B datagrams through a UDP fork relay, 4 sockets x 16 in flight",
+        {"sockets": 4, "window": 16, "size": 64},
+        metric="datagrams_per_s",
+        unit="datagrams/s",
+    ),
 ]
 #: scenario -> how it is measured (the load generator's mode).
 MODES = {
@@ -121,6 +137,7 @@ MODES = {
     "relay-echo64-c1000": "echo",
     "relay-idle-5000": "idle",
     "relay-bulk-1g": "bulk",
+    "relay-udp64": "udp",
 }
 
 
@@ -147,6 +164,27 @@ def _socat(*extra: str) -> Callable[[int, int], list[str]]:
     return build
 
 
+def _socketkit_udp(listen: int, target: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "socketkit",
+        "relay",
+        f"udp-listen:127.0.0.1:{listen},fork",
+        f"udp:127.0.0.1:{target}",
+    ]
+
+
+def _socat_udp(listen: int, target: int) -> list[str]:
+    return [
+        "socat",
+        "-b",
+        "65536",
+        f"UDP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork",
+        f"UDP:127.0.0.1:{target}",
+    ]
+
+
 def _socketkit_proxy(listen: int, _target: int) -> list[str]:
     return [sys.executable, "-m", "socketkit", "proxy", "-q", "-p", str(listen)]
 
@@ -167,6 +205,8 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     ],
     "socat-b64k": _socat("-b", "65536"),
     "socat": _socat(),
+    "socketkit-udp": _socketkit_udp,
+    "socat-udp": _socat_udp,
     "ncat": lambda listen, target: [
         "ncat",
         "-l",
@@ -182,6 +222,7 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
 CONTENDERS = {
     "echo": ("direct", "socketkit", "uvloop", "socat-b64k", "socketkit-proxy"),
     "idle": ("socketkit", "uvloop", "socat-b64k"),
+    "udp": ("direct", "socketkit-udp", "socat-udp"),
     "bulk": (
         "direct",
         "direct-2cpu",
@@ -197,6 +238,13 @@ CONTENDERS = {
 SOCKS5_CONTENDERS = ("socketkit-proxy",)
 #: Contenders that run only when named (``--relay``).
 ASKED_ONLY = ("ncat",)
+#: Contenders that relay UDP (the echo server and the readiness probe are UDP too).
+UDP_CONTENDERS = ("socketkit-udp", "socat-udp")
+#: socat's UDP fork hands its listening socket to the child of the first
+#: client and only then connects it to that client: what other clients sent
+#: meanwhile goes out through that child and comes back to the wrong client
+#: (the load generator's verify failures). Noted for it, fatal for the others.
+MISROUTES = ("socat-udp",)
 #: Idle connections held by socat (a process each) are capped at this many.
 SOCAT_IDLE_MAX = 1000
 DIRECT, REFERENCE, SOCAT = "direct", "uvloop", "socat-b64k"
@@ -206,8 +254,8 @@ DIRECT, REFERENCE, SOCAT = "direct", "uvloop", "socat-b64k"
 DIRECT_2CPU = "direct-2cpu"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -222,6 +270,22 @@ def _wait_connectable(port: int, proc: subprocess.Popen[bytes], timeout: float =
         if time.monotonic() > deadline:
             raise Unavailable(f"relay not accepting on port {port} within {timeout:.0f} s")
         time.sleep(0.02)  # the retry interval of a connect loop, not a synchronisation
+
+
+def _wait_relaying_udp(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Ready once a probe datagram comes back through the relay (a retry loop with a deadline)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.2)
+        while True:
+            with contextlib.suppress(OSError):
+                probe.sendto(b"probe", ("127.0.0.1", port))
+                if probe.recv(16) == b"probe":
+                    return
+            if proc.poll() is not None:
+                raise Unavailable(f"relay exited with status {proc.returncode} before relaying")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"relay not relaying on UDP port {port} within {timeout:.0f} s")
 
 
 def _settled_rss(pgid: int, limit: float = 3.0) -> int:
@@ -292,12 +356,13 @@ def run_relay(
         params["conns"] = min(params["conns"], SOCAT_IDLE_MAX)
     if relay_name == DIRECT_2CPU:
         echo_cpu = relay_cpu  # the two cores a relayed run uses, without the relay
-    with ServerProcess([str(BIN_DIR / "echo_server"), "--tcp", "0"], echo_cpu) as echo:
+    protocol = "--udp" if mode == "udp" else "--tcp"
+    with ServerProcess([str(BIN_DIR / "echo_server"), protocol, "0"], echo_cpu) as echo:
         argv = RELAYS[relay_name](0, 0)
         proc = None
         port = echo.port
         if argv:
-            port = _free_port()
+            port = _free_port(socket.SOCK_DGRAM if mode == "udp" else socket.SOCK_STREAM)
             argv = RELAYS[relay_name](port, echo.port)
             if shutil.which(argv[0]) is None:
                 raise Unavailable(f"{argv[0]} is not installed")
@@ -310,14 +375,16 @@ def run_relay(
                 start_new_session=True,
             )
         try:
-            if proc is not None:
+            if proc is not None and relay_name in UDP_CONTENDERS:
+                _wait_relaying_udp(port, proc)
+            elif proc is not None:
                 _wait_connectable(port, proc)
             cmd = [str(BIN_DIR / "loadgen"), mode, "--port", str(port)]
             if relay_name in SOCKS5_CONTENDERS:
                 cmd += ["--socks5", f"127.0.0.1:{echo.port}"]
             for key, value in params.items():
                 cmd += [f"--{key}", str(value)]
-            if mode == "echo":
+            if mode in ("echo", "udp"):
                 cmd += ["--duration", str(duration), "--warmup", str(warmup)]
                 result = run_loadgen(cmd, loadgen_cpu, timeout=duration + warmup + 120)
             elif mode == "idle":
@@ -333,9 +400,10 @@ def run_relay(
         finally:
             if proc is not None:
                 end_process(proc)
-    problems = [
-        k for k in ("error", "verify_failures", "errors", "connect_failures") if result.get(k)
-    ]
+    checked = ["error", "verify_failures", "errors", "connect_failures"]
+    if relay_name in MISROUTES:
+        checked.remove("verify_failures")  # counted in the note instead
+    problems = [k for k in checked if result.get(k)]
     if problems:
         raise RuntimeError(f"load generator saw {', '.join(problems)}: {result}")
     return result
@@ -355,8 +423,15 @@ def _note(mode: str, entry: dict[str, Any]) -> str:
         slowest = max(float(r["echo_all"]["seconds"]) for r in runs)
         echoed = min(int(r["echo_all"]["echoed"]) for r in runs)
         parts.append(f"{runs[0]['echoed']} conns, echo on each in {slowest:.2f} s ({echoed} ok)")
+    elif mode == "udp":
+        parts.append(f"{max(int(r.get('resends', 0)) for r in runs)} window resends (max)")
+        misrouted = max(int(r.get("verify_failures", 0)) for r in runs)
+        if misrouted:
+            parts.append(f"{misrouted} datagrams to the wrong client (max)")
     if f"vs_{SOCAT}" in entry and mode == "bulk":
         parts.append(f"{entry[f'vs_{SOCAT}']:.2f}x {SOCAT}")
+    if "vs_socat-udp" in entry:
+        parts.append(f"{entry['vs_socat-udp']:.2f}x socat-udp")
     if "relay_peak_rss_kib" in entry and mode != "idle":
         parts.append(f"peak RSS {entry['relay_peak_rss_kib'] / 1024:.0f} MiB")
     return ", ".join(parts)
@@ -425,7 +500,8 @@ def bench_relays(
         lat = [r["latency_us"] for r in entry["runs"] if "latency_us" in r]
         if lat:
             entry["latency_us"] = {k: statistics.median(x[k] for x in lat) for k in lat[0]}
-    for ref, key in ((DIRECT, "vs_c"), (REFERENCE, "vs_uvloop"), (SOCAT, f"vs_{SOCAT}")):
+    references = ((DIRECT, "vs_c"), (REFERENCE, "vs_uvloop"), (SOCAT, f"vs_{SOCAT}"))
+    for ref, key in (*references, ("socat-udp", "vs_socat-udp")):
         ref_entry = entries.get(ref, {})
         if ref_entry.get("status") == "ok":
             for entry in entries.values():
