@@ -79,3 +79,22 @@ def test_scaling_layouts_by_core_count() -> None:
     apart = [lay for lay in eight if lay.family == "apart"]
     assert [lay.workers for lay in apart] == [1, 2, 3, 4]
     assert all(lay.loadgen_cpus == (0, 1, 2, 3) for lay in apart)
+
+
+def test_quick_udp_relay_benchmark_runs_and_verifies(tmp_path: Path) -> None:
+    """relay-udp64: the C echo direct and through socketkit's UDP fork relay."""
+    out = tmp_path / "result.json"
+    argv = ["--quick", "--scenario", "relay-udp64", "--relay", "direct", "--relay", "socketkit-udp"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.relay", *argv, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads(out.read_text())["relay-udp64"]
+    for name in ("direct", "socketkit-udp"):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["median"] > 0
+        assert all(run.get("verify_failures", 0) == 0 for run in rows[name]["runs"])
