@@ -288,9 +288,9 @@ class DatagramRelay(_BoundDatagrams):
             for client, slots in groups.items():
                 client.idle_ticks = 0
                 upstream = client.sock
-                if upstream is None:  # still being opened: copies wait
-                    room = PENDING_DATAGRAMS - len(client.pending)
-                    client.pending += [batch.data(i) for i in slots[:room]]
+                if upstream is None:  # still being opened: copies wait (``send``)
+                    for i in slots:
+                        client.send(batch.data(i))
                     continue
                 batch.refused = 0
                 sent = batch.forward(upstream, slots)
