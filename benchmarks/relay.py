@@ -28,6 +28,11 @@ is measured):
 Contenders (:data:`RELAYS`; name -> (listen port, target port) -> argv):
 
 * ``direct``       no relay (the load goes to the echo server itself)
+* ``direct-2cpu``  the same with the echo server on the relay's core: the two
+                   cores a relayed run has, without the hop (bulk only)
+* ``c-relay``      ``c/relay.c``: the same relay in C (epoll, 256 KiB per
+                   direction, flow control, half-close): what any relay pays
+                   for the hop on this machine
 * ``socketkit``    ``socketkit relay tcp-listen:P,fork tcp:127.0.0.1:Q``
 * ``uvloop``       ``servers/asyncio_relay.py``: asyncio Protocols on uvloop,
                    flow control and half-close (the reference relay)
@@ -193,6 +198,7 @@ def _socketkit_proxy(listen: int, _target: int) -> list[str]:
 RELAYS: dict[str, Callable[[int, int], list[str]]] = {
     "direct": lambda _listen, _target: [],
     "direct-2cpu": lambda _listen, _target: [],
+    "c-relay": lambda listen, target: [str(BIN_DIR / "relay"), str(listen), str(target)],
     "socketkit": _socketkit,
     "socketkit-proxy": _socketkit_proxy,
     "uvloop": lambda listen, target: [
@@ -220,12 +226,13 @@ RELAYS: dict[str, Callable[[int, int], list[str]]] = {
 #: Which contenders run which measurement (a process per connection is no
 #: contender for 1000 echo connections or 5000 idle ones).
 CONTENDERS = {
-    "echo": ("direct", "socketkit", "uvloop", "socat-b64k", "socketkit-proxy"),
+    "echo": ("direct", "c-relay", "socketkit", "uvloop", "socat-b64k", "socketkit-proxy"),
     "idle": ("socketkit", "uvloop", "socat-b64k"),
     "udp": ("direct", "socketkit-udp", "socat-udp"),
     "bulk": (
         "direct",
         "direct-2cpu",
+        "c-relay",
         "socketkit",
         "uvloop",
         "socat-b64k",

@@ -81,6 +81,23 @@ def test_scaling_layouts_by_core_count() -> None:
     assert all(lay.loadgen_cpus == (0, 1, 2, 3) for lay in apart)
 
 
+def test_quick_relay_bulk_verifies_through_the_c_relay_and_socketkit(tmp_path: Path) -> None:
+    out = tmp_path / "relay.json"
+    argv = [sys.executable, "-m", "benchmarks.relay", "--quick", "--scenario", "relay-bulk-1g"]
+    for relay in ("direct", "c-relay", "socketkit"):
+        argv += ["--relay", relay]
+    done = subprocess.run(
+        [*argv, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads(out.read_text())["relay-bulk-1g"]
+    for relay in ("direct", "c-relay", "socketkit"):
+        assert rows[relay]["status"] == "ok", rows[relay]
+        for run in rows[relay]["runs"]:
+            assert run["sent"] == run["received"] == run["bytes"] > 0
+            assert run["verify_failures"] == 0
+
+
 def test_quick_udp_relay_benchmark_runs_and_verifies(tmp_path: Path) -> None:
     """relay-udp64: the C echo direct and through socketkit's UDP fork relay."""
     out = tmp_path / "result.json"

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import IO, Any, TextIO, cast
 
 from .._sockets import connect_socket
+from .._tunnel import open_proxy_socket
 from ..access import AccessList
 from ..address import (
     InetEndpoint,
@@ -35,6 +36,7 @@ from ..relay import (
     OpenOptions,
     RelayAddress,
     RelaySettings,
+    proxy_spec,
     run_relay,
 )
 from ..server import Limits, ServerLog
@@ -372,6 +374,8 @@ def _tls(args: argparse.Namespace, env: Env, role: str) -> OpenOptions:
 
 def _remote(args: argparse.Namespace, host: str, port: str | None) -> RelayAddress:
     if (proxied := proxied_address(args, host, port)) is not None:
+        if isinstance(proxied.endpoint, InetEndpoint):
+            _numeric(args, proxied.endpoint.host, "the proxy")
         return proxied
     kind = "tls" if args.tls else ("udp" if args.udp else "tcp")
     if args.unixsock:
@@ -455,6 +459,11 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
         _numeric(args, host, "HOST")
         targets = [InetEndpoint(host, port) for port in _port_range(args.port)]
     timeout = args.wait if args.wait else 5.0
+    proxy = None
+    if not args.unixsock:
+        # Each port is probed through the proxy, as data would go.
+        via = _remote(args, args.host, args.port.split("-")[0])
+        proxy = proxy_spec(via) if via.target is not None else None
     open_count = 0
     last_error: SocketkitError | None = None
     if args.udp and not args.wait:
@@ -462,9 +471,14 @@ def _probe(args: argparse.Namespace, env: Env) -> int:
     kind = socket.SOCK_DGRAM if args.udp else socket.SOCK_STREAM
     for target in targets:
         try:
-            sock = connect_socket(
-                target, type=kind, family=opts.family, timeout=timeout, source=opts.source
-            )
+            if proxy is not None:
+                sock, _ = open_proxy_socket(
+                    proxy, target, family=opts.family, connect_timeout=timeout
+                )
+            else:
+                sock = connect_socket(
+                    target, type=kind, family=opts.family, timeout=timeout, source=opts.source
+                )
             if args.udp:
                 _probe_datagram(sock, target, timeout)
         except SocketkitError as exc:

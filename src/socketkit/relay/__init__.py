@@ -19,6 +19,7 @@ from ._exec import ExecCommand
 from ._grammar import KINDS, RelayAddress, parse_relay_address
 from ._hexdump import CrlfEncoder, HexDumper
 from ._link import LinkOptions
+from ._proxy import proxy_spec
 from ._run import RelaySettings, run_relay
 from ._sides import OpenOptions
 
@@ -32,5 +33,6 @@ __all__ = [
     "RelayAddress",
     "RelaySettings",
     "parse_relay_address",
+    "proxy_spec",
     "run_relay",
 ]
