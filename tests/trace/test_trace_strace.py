@@ -335,9 +335,16 @@ def test_relay_trace_matches_strace(strace_log: Path) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (Linux)."""
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
+    """The child processes of ``pid`` (Linux: from /proc, by parent id)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def test_udp_fork_relay_trace_matches_strace(strace_log: Path) -> None:
