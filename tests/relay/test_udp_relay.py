@@ -14,7 +14,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -31,6 +31,19 @@ pytestmark = pytest.mark.timeout(60)
 
 needs_mmsg = pytest.mark.skipif(not DatagramBatch.available(), reason="recvmmsg is Linux-only")
 PATHS = [pytest.param(True, marks=needs_mmsg, id="batched"), pytest.param(False, id="per-call")]
+try:
+    from uvloop import new_event_loop as new_uvloop
+except ImportError:  # the relay runs on asyncio's own loop there
+    new_uvloop = None  # type: ignore[assignment]
+#: The loops the relay runs on: asyncio's own, and uvloop where it is installed.
+LOOPS = [
+    pytest.param(None, id="asyncio"),
+    pytest.param(
+        new_uvloop,
+        marks=pytest.mark.skipif(new_uvloop is None, reason="uvloop is not installed"),
+        id="uvloop",
+    ),
+]
 #: The largest UDP payload over IPv4.
 LARGEST = 65507
 
@@ -74,6 +87,7 @@ def _relaying(
     batched: bool,
     idle_timeout: float = 30.0,
     access: AccessList | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> Iterator[tuple[DatagramRelay, tuple[str, int], list[Stats]]]:
     """A fork relay to ``upstream_port`` in a thread's event loop: (relay, its address, stats)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -99,7 +113,11 @@ def _relaying(
         started.set()
         stats.append(await relay.serve())
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    def run() -> None:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
+
+    thread = threading.Thread(target=run)
     thread.start()
     try:
         assert started.wait(LOOPBACK_TIMEOUT)
@@ -130,11 +148,21 @@ def _until(condition: object, what: str) -> None:
         time.sleep(0.01)  # polling interval, not a synchronisation
 
 
+@pytest.mark.parametrize("loop_factory", LOOPS)
 @pytest.mark.parametrize("batched", PATHS)
-def test_relay_keeps_every_datagram_whole_and_in_order_per_client(batched: bool) -> None:
+def test_relay_keeps_every_datagram_whole_and_in_order_per_client(
+    batched: bool, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
     """Three clients, windows of 32 sent at once: each gets its own datagrams back,
     byte for byte and in order, through an upstream socket of its own."""
-    with _Echo() as echo, _relaying(echo.port, batched) as (relay, target, stats):
+    with (
+        _Echo() as echo,
+        _relaying(echo.port, batched, loop_factory=loop_factory) as (
+            relay,
+            target,
+            stats,
+        ),
+    ):
         clients = _clients(3)
         with contextlib.ExitStack() as stack:
             for c in clients:
