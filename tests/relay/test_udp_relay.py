@@ -20,7 +20,7 @@ import pytest
 
 from socketkit._mmsg import DatagramBatch
 from socketkit.access import AccessList
-from socketkit.relay._datagram import DatagramRelay
+from socketkit.relay._datagram import DatagramRelay, _Client
 from socketkit.relay._grammar import parse_relay_address
 from socketkit.relay._sides import OpenOptions
 from socketkit.server import ServerLog, Stats
@@ -237,3 +237,28 @@ def test_relay_refuses_by_access_list(batched: bool) -> None:
             assert len(echo.sources) == 1
     assert (stats[0].connections, stats[0].refused) == (1, 1)
     assert (stats[0].datagrams_in, stats[0].datagrams_out) == (2, 1)
+
+
+def test_a_datagram_waits_behind_those_queued_while_the_upstream_opened() -> None:
+    """One-call path: the upstream's transport exists (``connection_made``) before
+    the queue is sent; a datagram arriving in between must not overtake it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        relay = DatagramRelay(
+            sock,
+            parse_relay_address("udp:127.0.0.1:9"),
+            OpenOptions(),
+            log=ServerLog(verbose=False),
+            access=AccessList(),
+            idle_timeout=30.0,
+        )
+        client = _Client(relay, ("127.0.0.1", 5), ("127.0.0.1", 5))
+        sent: list[bytes] = []
+
+        class Transport:
+            def sendto(self, data: bytes) -> None:
+                sent.append(data)
+
+        client.send(b"first")  # the upstream is being opened: queued
+        client.connection_made(Transport())  # type: ignore[arg-type]
+        client.send(b"second")
+        assert (sent, client.pending) == ([], [b"first", b"second"])
