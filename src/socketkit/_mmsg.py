@@ -160,6 +160,7 @@ class DatagramBatch:
         "_to_hdrs",
         "_to_key",
         "_to_name",
+        "_view",
         "count",
         "refused",
         "size",
@@ -231,6 +232,7 @@ class DatagramBatch:
         #: Each slot's received length, and each slot's buffer address.
         self._lens = self._recv_words[_LEN::_STRIDE]
         self._bases = tuple(base + i * size for i in range(count))
+        self._view = memoryview(self._buffers).cast("B")
         self._echo_lens = memoryview(echo_iovs).cast("B").cast(_SIZE_T)
 
     def receive(self, sock: socket.socket) -> int:
@@ -278,12 +280,19 @@ class DatagramBatch:
         raw = ctypes.string_at(ctypes.addressof(self._addrs) + i * _SOCKADDR_SIZE, namelen)
         return _decode_sockaddr(raw, family)
 
+    def view(self, i: int) -> memoryview:
+        """Slot ``i``'s datagram without a copy (valid until the next ``receive``)."""
+        start = i * self.size
+        return self._view[start : start + self._lens[i]]
+
     def names(self, n: int) -> list[bytes]:
         """The senders of the first ``n`` slots as raw ``struct sockaddr`` bytes.
 
         Equal senders give equal bytes (the kernel zeroes the padding), so
         they serve as dictionary keys; ``address`` decodes one.
         """
+        if n == 1:
+            return [ctypes.string_at(self._addrs, self._recv_words[_NAMELEN])]
         blob = ctypes.string_at(ctypes.addressof(self._addrs), n * _SOCKADDR_SIZE)
         lens = self._recv_words[_NAMELEN : _STRIDE * n : _STRIDE].tolist()
         step = _SOCKADDR_SIZE
@@ -296,6 +305,15 @@ class DatagramBatch:
             How many were sent; the rest were dropped (full buffer or refused).
         """
         k = len(slots)
+        if k == 1:  # one datagram: the socket's own send costs less than a ctypes call
+            try:
+                sock.send(self.view(slots[0]))
+            except (BlockingIOError, InterruptedError):
+                return 0
+            except OSError as exc:
+                self.refused = exc.errno or 0
+                return 0
+            return 1
         bases, lens = self._bases, self._lens
         words = self._fwd_words
         words[0 : 2 * k : 2] = array.array(_SIZE_T, [bases[i] for i in slots])
